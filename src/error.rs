@@ -1,0 +1,80 @@
+//! The library's error type. IO errors carry the operation and the path.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::source::{InvalidSource, SourceId};
+
+/// Everything the library can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A `tier/name` was rejected before any path was built.
+    #[error(transparent)]
+    InvalidSource(#[from] InvalidSource),
+
+    /// A file-system operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. `"persist payload"`.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A sidecar or marker file could not be parsed.
+    #[error("corrupt {what} {}: {reason}", path.display())]
+    Corrupt {
+        /// `"sidecar"` or `"marker"`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        reason: String,
+    },
+
+    /// The refresh (ours, or the one we joined) failed; the old payload stays.
+    #[error("refresh of {id} failed: {message}")]
+    RefreshFailed {
+        /// The source.
+        id: SourceId,
+        /// The refresher's error, one line.
+        message: String,
+        /// True when the failed refresh was someone else's that we joined.
+        joined: bool,
+    },
+
+    /// Waiting for another process's refresh took longer than its deadline.
+    #[error("{id}: waited {waited:?} for the refresh held by another process; it did not finish")]
+    Timeout {
+        /// The source.
+        id: SourceId,
+        /// How long we waited.
+        waited: Duration,
+    },
+
+    /// Prune was asked to run without a known set of active sources.
+    #[error("refusing to prune: {0}")]
+    PruneRefused(String),
+
+    /// A background task died (a panic or a runtime shutting down).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Wraps an IO error with its operation and path.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// `Result` with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,32 @@
+//! discocache keeps slow "discovery" data (model lists from HTTP APIs, what a
+//! CLI prints, local tool inventories) as one JSON file per source under a
+//! cache root, and serves it instantly to every process on the machine.
+//!
+//! Reads never wait for a refresh; at most one refresh per source runs
+//! host-wide; a crash at any instant loses nothing and blocks nothing; failing
+//! sources keep serving their last good data and back off.
+//!
+//! # Layout
+//!
+//! - [`source`]: `tier/name` validation and the per-source [`Policy`].
+//! - [`layout`]: where every file of a source lives (pure, no IO).
+//! - [`meta`]: the `.meta.json` sidecar and the `.refreshing` marker.
+//! - [`store`]: atomic durable writes and lock-free reads.
+//! - [`lock`]: the per-source `flock` that owns a refresh.
+//! - [`backoff`]: jittered exponential retry delays.
+//! - [`singleflight`]: one refresh per source per process, shared by callers.
+//! - [`refresh`]: the refresh state machine (claim, run, commit, wait).
+//! - [`cache`]: the public [`Cache`] handle tying the above together.
+//! - [`prune`]: recovery of crash leftovers and removal of unknown sources.
+//! - [`refresher`]: command, HTTP and file refreshers.
+//! - [`config`]: the TOML config.
+//! - [`error`]: the library's [`Error`].
+
+pub mod config;
+pub mod error;
+pub mod refresher;
+pub mod source;
+
+pub use error::{Error, Result};
+pub use refresher::{FetchContext, FetchError, Fetched, Refresher, Validators};
+pub use source::{InvalidSource, Policy, SourceId};

@@ -1,0 +1,216 @@
+//! Source identities (`tier/name`) and their refresh policy.
+//!
+//! A [`SourceId`] is validated before any path is built from it, so a name can
+//! never escape the cache root.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Longest allowed tier or name part, in bytes.
+pub const MAX_PART_LEN: usize = 63;
+
+/// Why a `tier/name` string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSource {
+    /// No `/` between tier and name, or more than one.
+    #[error(
+        "invalid source {0:?}: expected exactly one '/' between tier and name (e.g. \"discovery/openrouter\")"
+    )]
+    Shape(String),
+    /// One part breaks the `[a-z0-9][a-z0-9-]{0,62}` rule.
+    #[error("invalid source {input:?}: {part} {value:?} {why}")]
+    Part {
+        /// The whole input.
+        input: String,
+        /// `"tier"` or `"name"`.
+        part: &'static str,
+        /// The offending part.
+        value: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+/// A validated `tier/name` source identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceId {
+    tier: String,
+    name: String,
+}
+
+impl SourceId {
+    /// Builds an id from its two parts, validating both.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidSource::Part`] when either part is empty, longer than 63
+    /// bytes, or has a character outside `[a-z0-9-]` (or starts with `-`).
+    pub fn new(tier: &str, name: &str) -> Result<Self, InvalidSource> {
+        let input = format!("{tier}/{name}");
+        check_part(&input, "tier", tier)?;
+        check_part(&input, "name", name)?;
+        Ok(Self {
+            tier: tier.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// Parses `tier/name`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidSource`] naming what is wrong with the input.
+    pub fn parse(input: &str) -> Result<Self, InvalidSource> {
+        let mut parts = input.split('/');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(tier), Some(name), None) => Self::new(tier, name).map_err(|e| match e {
+                InvalidSource::Part {
+                    part, value, why, ..
+                } => InvalidSource::Part {
+                    input: input.to_owned(),
+                    part,
+                    value,
+                    why,
+                },
+                other => other,
+            }),
+            _ => Err(InvalidSource::Shape(input.to_owned())),
+        }
+    }
+
+    /// The tier part (a directory under the root).
+    pub fn tier(&self) -> &str {
+        &self.tier
+    }
+
+    /// The name part (the file stem inside the tier directory).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Checks one part against `[a-z0-9][a-z0-9-]{0,62}`.
+pub fn check_part(input: &str, part: &'static str, value: &str) -> Result<(), InvalidSource> {
+    let why = if value.is_empty() {
+        Some("is empty")
+    } else if value.len() > MAX_PART_LEN {
+        Some("is longer than 63 characters")
+    } else if value.starts_with('-') {
+        Some("must start with a lower-case letter or digit")
+    } else if !value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Some("may contain only a-z, 0-9 and '-'")
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(InvalidSource::Part {
+            input: input.to_owned(),
+            part,
+            value: value.to_owned(),
+            why,
+        }),
+    }
+}
+
+impl fmt::Display for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tier, self.name)
+    }
+}
+
+impl FromStr for SourceId {
+    type Err = InvalidSource;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl Serialize for SourceId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a source is kept: freshness, deadline, staleness limit and backoff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Data is fresh while its age is below this.
+    pub ttl: Duration,
+    /// A refresh running longer than this is killed and counts as a failure.
+    pub refresh_deadline: Duration,
+    /// Data older than this is `expired`: reported, not served unless asked.
+    pub max_stale: Option<Duration>,
+    /// First retry delay after a failure.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_cap: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(3600),
+            refresh_deadline: Duration::from_secs(30),
+            max_stale: None,
+            backoff_base: Duration::from_secs(10),
+            backoff_cap: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_kebab_parts() {
+        let id = SourceId::parse("discovery/open-router2").unwrap();
+        assert_eq!(id.tier(), "discovery");
+        assert_eq!(id.name(), "open-router2");
+        assert_eq!(id.to_string(), "discovery/open-router2");
+        let long = "a".repeat(63);
+        assert!(SourceId::new(&long, &long).is_ok());
+    }
+
+    #[test]
+    fn rejects_everything_that_could_escape_or_confuse() {
+        let long = format!("t/{}", "a".repeat(64));
+        for bad in [
+            "", "a", "a/b/c", "../x", "a/..", "a/.", "A/b", "a/B", "a/b.json", "a/ b", "a/b\0",
+            "/b", "a/", "-a/b", "a/-b", "a/b_c", "a\\b", &long,
+        ] {
+            let err = SourceId::parse(bad).expect_err(bad);
+            assert!(err.to_string().contains("invalid source"), "{err}");
+        }
+    }
+
+    #[test]
+    fn error_names_the_part_and_the_cause() {
+        let err = SourceId::parse("discovery/Open").unwrap_err().to_string();
+        assert!(err.contains("name \"Open\""), "{err}");
+        assert!(err.contains("a-z"), "{err}");
+        let err = SourceId::parse("nodelimiter").unwrap_err().to_string();
+        assert!(err.contains("exactly one '/'"), "{err}");
+    }
+
+    #[test]
+    fn serde_round_trip_validates() {
+        let id: SourceId = serde_json::from_str("\"a/b\"").unwrap();
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"a/b\"");
+        assert!(serde_json::from_str::<SourceId>("\"a/../b\"").is_err());
+    }
+}
