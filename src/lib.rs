@@ -22,10 +22,23 @@
 //! - [`config`]: the TOML config.
 //! - [`error`]: the library's [`Error`].
 
+pub mod backoff;
+pub mod cache;
 pub mod config;
 pub mod error;
+pub mod layout;
+pub mod lock;
+pub mod meta;
+pub mod prune;
+pub mod refresh;
 pub mod refresher;
+pub mod singleflight;
 pub mod source;
+pub mod store;
+
+pub use cache::{Background, Cache, Ensured, Entry, RefreshState, Source};
+pub use meta::{Meta, Timestamp};
+pub use refresh::Refreshed;
 
 pub use error::{Error, Result};
 pub use refresher::{FetchContext, FetchError, Fetched, Refresher, Validators};

@@ -1,0 +1,143 @@
+//! The per-source `flock(2)` that owns a refresh.
+//!
+//! The lock file is persistent and empty. Holding an exclusive flock on it is
+//! owning the source's refresh and commit; the kernel drops it when the
+//! holder dies, so a crash never blocks the next claimant. The descriptor is
+//! close-on-exec, so a refresher's child never inherits it.
+
+use std::fs::{self, File, TryLockError};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::store::FILE_MODE;
+
+/// A held exclusive lock; released on drop.
+#[derive(Debug)]
+pub struct SourceLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl SourceLock {
+    /// Takes the lock without blocking; `Ok(None)` when someone holds it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the lock file cannot be opened or locked.
+    pub fn try_acquire(path: &Path) -> Result<Option<Self>> {
+        loop {
+            let file = open(path)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
+            }
+            if let Some(lock) = Self::still_linked(file, path)? {
+                return Ok(Some(lock));
+            }
+        }
+    }
+
+    /// Takes the lock, blocking the calling thread until it is free.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the lock file cannot be opened or locked.
+    pub fn acquire_blocking(path: &Path) -> Result<Self> {
+        loop {
+            let file = open(path)?;
+            file.lock().map_err(|e| Error::io("lock", path, e))?;
+            if let Some(lock) = Self::still_linked(file, path)? {
+                return Ok(lock);
+            }
+        }
+    }
+
+    /// A lock is only good if its file is still the one at `path`: prune
+    /// may have removed it between our open and our lock.
+    fn still_linked(file: File, path: &Path) -> Result<Option<Self>> {
+        let held = file
+            .metadata()
+            .map_err(|e| Error::io("stat lock", path, e))?;
+        match fs::metadata(path) {
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => Ok(Some(Self {
+                file,
+                path: path.to_owned(),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat lock", path, e)),
+        }
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the lock file while holding it (prune). Others that open the
+    /// path afterwards get a new file; the re-check in acquire makes anyone
+    /// who opened the old one retry.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when it cannot be removed.
+    pub fn unlink(self) -> Result<()> {
+        crate::store::remove_if_present(&self.path, "remove lock").map(drop)
+    }
+}
+
+impl Drop for SourceLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
+fn open(path: &Path) -> Result<File> {
+    File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(|e| Error::io("open lock", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_claim_fails_until_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let held = SourceLock::try_acquire(&path).unwrap().expect("free");
+        assert!(SourceLock::try_acquire(&path).unwrap().is_none());
+        drop(held);
+        assert!(SourceLock::try_acquire(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn blocking_acquire_wakes_on_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let held = SourceLock::try_acquire(&path).unwrap().unwrap();
+        let p = path.clone();
+        let waiter = std::thread::spawn(move || SourceLock::acquire_blocking(&p).map(drop));
+        drop(held);
+        waiter.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn unlinked_lock_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let held = SourceLock::try_acquire(&path).unwrap().unwrap();
+        let stale = open(&path).unwrap();
+        held.unlink().unwrap();
+        stale.try_lock().unwrap();
+        assert!(SourceLock::still_linked(stale, &path).unwrap().is_none());
+    }
+}

@@ -1,0 +1,171 @@
+//! Recovery of crash leftovers and removal of sources no longer configured.
+//!
+//! Both only ever touch files that match the layout, and only for sources
+//! whose lock they can take: a source being refreshed is left alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::layout::{self, FileKind, Layout};
+use crate::lock::SourceLock;
+use crate::refresh::is_temp_of;
+use crate::source::SourceId;
+use crate::store;
+
+/// Every layout file on disk, grouped by source.
+pub type Scan = BTreeMap<SourceId, Vec<(PathBuf, FileKind)>>;
+
+/// Lists every file under the root that matches the layout.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the root or a tier directory cannot be listed.
+pub fn scan(layout: &Layout) -> Result<Scan> {
+    let mut found = Scan::new();
+    for tier in list_dir(layout.root())? {
+        let Some(tier_name) = tier.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        if !layout::is_tier_dir(&tier_name) || !tier.is_dir() {
+            continue;
+        }
+        for file in list_dir(&tier)? {
+            let Some(file_name) = file.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if let Some((name, kind)) = layout::classify(file_name) {
+                let id = SourceId::new(&tier_name, &name)?;
+                found.entry(id).or_default().push((file, kind));
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn list_dir(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list directory", dir, e)),
+    };
+    entries
+        .map(|e| {
+            e.map(|e| e.path())
+                .map_err(|err| Error::io("list directory", dir, err))
+        })
+        .collect()
+}
+
+/// Removes one source's temp files and its marker. The caller holds the
+/// source's lock. Returns what was removed.
+///
+/// # Errors
+///
+/// [`Error::Io`] when a file cannot be listed or removed.
+pub fn clear_leftovers(layout: &Layout, id: &SourceId) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for path in list_dir(&layout.tier_dir(id))? {
+        let temp = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| is_temp_of(n, id));
+        if temp && store::remove_if_present(&path, "remove temp file")? {
+            removed.push(path);
+        }
+    }
+    let marker = layout.marker(id);
+    if store::remove_if_present(&marker, "remove abandoned marker")? {
+        removed.push(marker);
+    }
+    Ok(removed)
+}
+
+/// What [`recover`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Temp files and abandoned markers removed.
+    pub removed: Vec<PathBuf>,
+    /// Sources with leftovers whose lock was held: left alone.
+    pub busy: Vec<SourceId>,
+}
+
+/// Removes crash leftovers (temp files, abandoned markers) of every source
+/// whose lock is free. A sidecar without a payload stays: it is the failure
+/// record of a source that never succeeded.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the root cannot be listed or a file removed.
+pub fn recover(layout: &Layout) -> Result<Recovered> {
+    let mut report = Recovered::default();
+    for (id, files) in scan(layout)? {
+        let leftovers = files
+            .iter()
+            .any(|(_, k)| matches!(k, FileKind::Temp | FileKind::Marker));
+        if !leftovers {
+            continue;
+        }
+        match SourceLock::try_acquire(&layout.lock(&id))? {
+            Some(_lock) => report.removed.extend(clear_leftovers(layout, &id)?),
+            None => report.busy.push(id),
+        }
+    }
+    Ok(report)
+}
+
+/// What [`prune`] did, or would do with `dry_run`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Sources removed (or that would be).
+    pub sources: Vec<SourceId>,
+    /// Files removed (or that would be).
+    pub files: Vec<PathBuf>,
+    /// Unknown sources left alone because a refresh holds their lock.
+    pub in_flight: Vec<SourceId>,
+    /// Crash leftovers cleared first.
+    pub recovered: Recovered,
+}
+
+/// Removes every file of sources not in `active`, after running
+/// [`recover`]. Sources being refreshed are skipped; files that do not match
+/// the layout are never touched. With `dry_run`, only reports.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the root cannot be listed or a file removed.
+pub fn prune(layout: &Layout, active: &BTreeSet<SourceId>, dry_run: bool) -> Result<Pruned> {
+    let mut report = Pruned::default();
+    if !dry_run {
+        report.recovered = recover(layout)?;
+    }
+    for (id, files) in scan(layout)? {
+        if active.contains(&id) {
+            continue;
+        }
+        let Some(lock) = SourceLock::try_acquire(&layout.lock(&id))? else {
+            report.in_flight.push(id);
+            continue;
+        };
+        for (path, kind) in &files {
+            if *kind != FileKind::Lock && (dry_run || store::remove_if_present(path, "prune")?) {
+                report.files.push(path.clone());
+            }
+        }
+        report.files.push(lock.path().to_owned());
+        if !dry_run {
+            let tier = layout.tier_dir(&id);
+            lock.unlink()?;
+            remove_dir_if_empty(&tier);
+        }
+        report.sources.push(id);
+    }
+    Ok(report)
+}
+
+fn remove_dir_if_empty(dir: &std::path::Path) {
+    // Fails harmlessly when the directory still has files.
+    let _ = fs::remove_dir(dir);
+}

@@ -1,0 +1,386 @@
+//! The refresh state machine, synchronous part: what the holder of a
+//! source's lock does (mark, commit or record the failure, unmark) and how a
+//! waiter reads the outcome of someone else's refresh from the sidecar.
+//!
+//! The async orchestration (single flight, deadlines, waiting) is in
+//! [`crate::cache`]; everything here runs on a blocking thread.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::backoff;
+use crate::error::{Error, Result};
+use crate::layout::{Layout, TEMP_SUFFIX};
+use crate::lock::SourceLock;
+use crate::meta::{Marker, Meta, Timestamp};
+use crate::prune;
+use crate::refresher::{FetchError, Fetched};
+use crate::source::{Policy, SourceId};
+use crate::store;
+
+/// What a refresh did, as seen by one caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refreshed {
+    /// This caller's refresh committed a new payload.
+    Committed {
+        /// The new revision.
+        revision: u64,
+    },
+    /// This caller's refresh was told "not modified": freshness renewed,
+    /// payload and revision unchanged.
+    NotModified {
+        /// The unchanged revision.
+        revision: u64,
+    },
+    /// Another caller's refresh (in this process or another) succeeded and
+    /// this caller took its outcome.
+    Joined {
+        /// The revision that refresh left.
+        revision: u64,
+    },
+}
+
+impl Refreshed {
+    /// The revision now on disk.
+    pub fn revision(&self) -> u64 {
+        match *self {
+            Self::Committed { revision }
+            | Self::NotModified { revision }
+            | Self::Joined { revision } => revision,
+        }
+    }
+
+    /// The same outcome as seen by someone who joined it.
+    pub fn joined(self) -> Self {
+        Self::Joined {
+            revision: self.revision(),
+        }
+    }
+}
+
+/// Reads a source's sidecar; `Ok(None)` when there is none.
+///
+/// # Errors
+///
+/// [`Error::Io`] or [`Error::Corrupt`].
+pub fn read_meta(layout: &Layout, id: &SourceId) -> Result<Option<Meta>> {
+    let path = layout.sidecar(id);
+    store::read_optional(&path, "read sidecar")?
+        .map(|bytes| Meta::parse(&bytes, &path))
+        .transpose()
+}
+
+/// Reads a source's marker; `Ok(None)` when there is none (or it is
+/// unreadable: a marker is advisory).
+pub fn read_marker(layout: &Layout, id: &SourceId) -> Option<Marker> {
+    let path = layout.marker(id);
+    let bytes = store::read_optional(&path, "read marker").ok()??;
+    Marker::parse(&bytes, &path).ok()
+}
+
+/// The holder of a source's lock, for the length of one refresh or write.
+/// Dropping it removes its marker and releases the lock.
+#[derive(Debug)]
+pub struct Holder {
+    layout: Layout,
+    id: SourceId,
+    marker: Marker,
+    /// The sidecar as it was when the lock was taken.
+    pub meta: Meta,
+    _lock: SourceLock,
+}
+
+impl Holder {
+    /// Becomes the holder with `lock` taken: clears leftovers of a crashed
+    /// holder (abandoned marker, temp files), reads the sidecar, and writes
+    /// our marker.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the marker cannot be written or the sidecar read.
+    pub fn start(
+        layout: &Layout,
+        id: &SourceId,
+        lock: SourceLock,
+        deadline: Duration,
+    ) -> Result<Self> {
+        if layout.marker(id).exists() {
+            prune::clear_leftovers(layout, id)?;
+        }
+        let meta = read_meta(layout, id)?.unwrap_or_else(|| Meta::new(id));
+        let marker = Marker::new(deadline);
+        let bytes = serde_json::to_vec(&marker).expect("marker serialises");
+        store::write_atomic(&layout.marker(id), &Layout::temp_prefix(id), &bytes)?;
+        Ok(Self {
+            layout: layout.clone(),
+            id: id.clone(),
+            marker,
+            meta,
+            _lock: lock,
+        })
+    }
+
+    /// Records what the refresher returned: commits data, renews on "not
+    /// modified", or records the failure (keeping the old payload).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RefreshFailed`] for a failed refresh (after recording it),
+    /// [`Error::Io`] when the sidecar itself cannot be written.
+    pub fn finish(
+        mut self,
+        outcome: Result<Fetched, FetchError>,
+        policy: &Policy,
+        started: Timestamp,
+    ) -> Result<Refreshed> {
+        let took = started.until(Timestamp::now());
+        let result = match outcome {
+            Ok(Fetched::Data { bytes, validators }) => check_json(&bytes)
+                .and_then(|()| self.commit(&bytes, validators, policy, started, took)),
+            Ok(Fetched::NotModified { validators }) => self.renew(validators, policy, started),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let mut message = e.message().to_owned();
+                if let Err(record) = self.record_failure(&e, policy, started) {
+                    message = format!("{message} (and the failure record was not saved: {record})");
+                }
+                Err(Error::RefreshFailed {
+                    id: self.id.clone(),
+                    message,
+                    joined: false,
+                })
+            }
+        }
+    }
+
+    /// Commits a payload: payload file, then sidecar, then directory fsync.
+    fn commit(
+        &mut self,
+        bytes: &[u8],
+        validators: crate::Validators,
+        policy: &Policy,
+        started: Timestamp,
+        took: Duration,
+    ) -> Result<Refreshed, FetchError> {
+        let prefix = Layout::temp_prefix(&self.id);
+        let mtime = store::write_atomic(&self.layout.payload(&self.id), &prefix, bytes)
+            .map_err(|e| FetchError::new(e.to_string()))?;
+        let mut meta = self.meta.clone();
+        let fetched = Timestamp::from(mtime);
+        meta.revision += 1;
+        meta.bytes = Some(bytes.len() as u64);
+        meta.sha256 = Some(hex::encode(Sha256::digest(bytes)));
+        meta.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+        meta.validators = validators;
+        self.succeeded(meta, fetched, policy, started)
+            .map_err(|e| FetchError::new(e.to_string()))?;
+        Ok(Refreshed::Committed {
+            revision: self.meta.revision,
+        })
+    }
+
+    /// "Not modified": touch the payload's mtime and renew the sidecar.
+    fn renew(
+        &mut self,
+        validators: crate::Validators,
+        policy: &Policy,
+        started: Timestamp,
+    ) -> Result<Refreshed, FetchError> {
+        let payload = self.layout.payload(&self.id);
+        if self.meta.revision == 0 || !payload.exists() {
+            return Err(FetchError::new(
+                "refresher answered \"not modified\" but there is no payload to keep",
+            ));
+        }
+        let now = Timestamp::now();
+        store::touch(&payload, now.system_time()).map_err(|e| FetchError::new(e.to_string()))?;
+        let mut meta = self.meta.clone();
+        if validators != crate::Validators::default() {
+            meta.validators = validators;
+        }
+        self.succeeded(meta, now, policy, started)
+            .map_err(|e| FetchError::new(e.to_string()))?;
+        Ok(Refreshed::NotModified {
+            revision: self.meta.revision,
+        })
+    }
+
+    fn succeeded(
+        &mut self,
+        mut meta: Meta,
+        fetched: Timestamp,
+        policy: &Policy,
+        started: Timestamp,
+    ) -> Result<()> {
+        meta.fetched_at = Some(fetched);
+        meta.ttl_ms = u64::try_from(policy.ttl.as_millis()).unwrap_or(u64::MAX);
+        meta.expires_at = Some(fetched.plus(policy.ttl));
+        meta.last_attempt_at = Some(started);
+        meta.last_error = None;
+        meta.consecutive_failures = 0;
+        meta.next_retry_at = None;
+        self.write_sidecar(&meta)?;
+        self.meta = meta;
+        Ok(())
+    }
+
+    fn record_failure(
+        &mut self,
+        e: &FetchError,
+        policy: &Policy,
+        started: Timestamp,
+    ) -> Result<()> {
+        let mut meta = self.meta.clone();
+        meta.last_attempt_at = Some(started);
+        meta.last_error = Some(e.message().to_owned());
+        meta.consecutive_failures = meta.consecutive_failures.saturating_add(1);
+        let wait = e.retry_after().unwrap_or_else(|| {
+            let n = meta.consecutive_failures;
+            backoff::delay(
+                policy.backoff_base,
+                policy.backoff_cap,
+                n,
+                backoff::random_jitter(),
+            )
+        });
+        meta.next_retry_at = Some(Timestamp::now().plus(wait));
+        self.write_sidecar(&meta)?;
+        self.meta = meta;
+        Ok(())
+    }
+
+    fn write_sidecar(&self, meta: &Meta) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(meta).expect("sidecar serialises");
+        let prefix = Layout::temp_prefix(&self.id);
+        store::write_atomic(&self.layout.sidecar(&self.id), &prefix, &bytes)?;
+        store::sync_dir(&self.layout.tier_dir(&self.id))
+    }
+
+    /// Commits bytes produced elsewhere (the library's `write`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the payload or sidecar cannot be written.
+    pub fn commit_external(mut self, bytes: &[u8], policy: &Policy) -> Result<u64> {
+        let now = Timestamp::now();
+        self.commit(
+            bytes,
+            crate::Validators::default(),
+            policy,
+            now,
+            Duration::ZERO,
+        )
+        .map(|r| r.revision())
+        .map_err(|e| Error::RefreshFailed {
+            id: self.id.clone(),
+            message: e.message().to_owned(),
+            joined: false,
+        })
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let path = self.layout.marker(&self.id);
+        if read_marker(&self.layout, &self.id).is_some_and(|m| m.token == self.marker.token) {
+            let _ = store::remove_if_present(&path, "remove marker");
+        }
+    }
+}
+
+/// Fails unless `bytes` is one complete JSON document.
+fn check_json(bytes: &[u8]) -> Result<(), FetchError> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map(drop)
+        .map_err(|e| {
+            let len = bytes.len();
+            FetchError::new(format!("refresher output ({len} bytes) is not JSON: {e}"))
+        })
+}
+
+/// The outcome of someone else's refresh, read from the sidecar after their
+/// lock was released: `None` when nothing happened since `before` (the holder
+/// died without an outcome).
+pub fn outcome_since(
+    before: Option<&Meta>,
+    now: Option<&Meta>,
+    id: &SourceId,
+) -> Option<Result<Refreshed>> {
+    let now = now?;
+    if before.map(Meta::outcome_key) == Some(now.outcome_key()) {
+        return None;
+    }
+    let revision_before = before.map_or(0, |m| m.revision);
+    if now.revision > revision_before || now.last_error.is_none() {
+        return Some(Ok(Refreshed::Joined {
+            revision: now.revision,
+        }));
+    }
+    Some(Err(Error::RefreshFailed {
+        id: id.clone(),
+        message: now.last_error.clone().unwrap_or_default(),
+        joined: true,
+    }))
+}
+
+/// True for a temp file name of this source.
+pub fn is_temp_of(file_name: &str, id: &SourceId) -> bool {
+    file_name.starts_with(&Layout::temp_prefix(id)) && file_name.ends_with(TEMP_SUFFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> SourceId {
+        SourceId::parse("t/x").unwrap()
+    }
+
+    #[test]
+    fn no_change_means_no_outcome() {
+        let m = Meta::new(&id());
+        assert!(outcome_since(Some(&m), Some(&m), &id()).is_none());
+        assert!(outcome_since(None, None, &id()).is_none());
+    }
+
+    #[test]
+    fn new_revision_is_a_joined_success() {
+        let before = Meta::new(&id());
+        let mut after = before.clone();
+        after.revision = 1;
+        after.last_attempt_at = Some(Timestamp::now());
+        let got = outcome_since(Some(&before), Some(&after), &id())
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, Refreshed::Joined { revision: 1 });
+    }
+
+    #[test]
+    fn recorded_failure_is_a_joined_failure() {
+        let before = Meta::new(&id());
+        let mut after = before.clone();
+        after.last_attempt_at = Some(Timestamp::now());
+        after.last_error = Some("boom".into());
+        after.consecutive_failures = 1;
+        let err = outcome_since(Some(&before), Some(&after), &id())
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::RefreshFailed { joined: true, ref message, .. } if message == "boom")
+        );
+    }
+
+    #[test]
+    fn json_check_rejects_garbage_and_trailing_data() {
+        assert!(check_json(b"{\"a\":[1,2]}").is_ok());
+        assert!(check_json(b" [1] \n").is_ok());
+        let err = check_json(b"hello").unwrap_err();
+        assert!(err.message().contains("is not JSON"), "{err}");
+        assert!(check_json(b"{} {}").is_err());
+        assert!(check_json(b"").is_err());
+    }
+}
