@@ -267,19 +267,15 @@ impl Holder {
     /// [`Error::Io`] when the payload or sidecar cannot be written.
     pub fn commit_external(mut self, bytes: &[u8], policy: &Policy) -> Result<u64> {
         let now = Timestamp::now();
-        self.commit(
-            bytes,
-            crate::Validators::default(),
-            policy,
-            now,
-            Duration::ZERO,
-        )
-        .map(|r| r.revision())
-        .map_err(|e| Error::RefreshFailed {
-            id: self.id.clone(),
-            message: e.message().to_owned(),
-            joined: false,
-        })
+        let validators = crate::Validators::default();
+        check_json(bytes)
+            .and_then(|()| self.commit(bytes, validators, policy, now, Duration::ZERO))
+            .map(|r| r.revision())
+            .map_err(|e| Error::RefreshFailed {
+                id: self.id.clone(),
+                message: e.message().to_owned(),
+                joined: false,
+            })
     }
 }
 
