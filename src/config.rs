@@ -1,8 +1,8 @@
 //! The TOML config: `[defaults]`, `[daemon]` and `[[source]]` tables.
 //!
-//! Parsing goes in two steps: [`raw`] reads the document into serde structs
-//! that reject unknown keys and keep every value's span, then [`check`] and
-//! [`entry`] validate each table on its own, so that one run reports every
+//! Parsing goes in two steps: `raw` reads the document into serde structs
+//! that reject unknown keys and keep every value's span, then `check` and
+//! `entry` validate each table on its own, so that one run reports every
 //! problem, each with its line.
 
 mod check;

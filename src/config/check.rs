@@ -16,6 +16,10 @@ use super::{DaemonSettings, Problem};
 use crate::refresher::DEFAULT_MAX_OUTPUT;
 use crate::source::Policy;
 
+/// Longest accepted duration, so that adding one to a timestamp cannot
+/// overflow anywhere downstream.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// A resolved policy plus the output cap, as `[defaults]` gives it to sources.
 #[derive(Debug, Clone)]
 pub(super) struct Base {
@@ -87,19 +91,13 @@ impl<'a> Checker<'a> {
             Value::String(s) => super::value::duration(s),
             _ => None,
         };
-        match parsed {
-            Some(d) if !d.is_zero() => Ok(Some(d)),
-            Some(_) => self.bad(
-                field,
-                scope,
-                format!("{key} {}: must be more than zero", field.get_ref()),
-            ),
-            None => self.bad(
-                field,
-                scope,
-                format!("{key} {}: {DURATION_HINT}", field.get_ref()),
-            ),
-        }
+        let why = match parsed {
+            Some(d) if d.is_zero() => "must be more than zero",
+            Some(d) if d > MAX_DURATION => "must be at most 100 years",
+            Some(d) => return Ok(Some(d)),
+            None => DURATION_HINT,
+        };
+        self.bad(field, scope, format!("{key} {}: {why}", field.get_ref()))
     }
 
     /// A byte-size key (integer or `"32MiB"`), more than zero.
@@ -110,24 +108,13 @@ impl<'a> Checker<'a> {
             Value::String(s) => super::value::size(s),
             _ => None,
         };
-        match parsed.map(usize::try_from) {
-            Some(Ok(n)) if n > 0 => Ok(Some(n)),
-            Some(Ok(_)) => self.bad(
-                field,
-                scope,
-                format!("{key} {}: must be more than zero", field.get_ref()),
-            ),
-            Some(Err(_)) => self.bad(
-                field,
-                scope,
-                format!("{key} {}: too large", field.get_ref()),
-            ),
-            None => self.bad(
-                field,
-                scope,
-                format!("{key} {}: {SIZE_HINT}", field.get_ref()),
-            ),
-        }
+        let why = match parsed.map(usize::try_from) {
+            Some(Ok(0)) => "must be more than zero",
+            Some(Ok(n)) => return Ok(Some(n)),
+            Some(Err(_)) => "is too large for this machine",
+            None => SIZE_HINT,
+        };
+        self.bad(field, scope, format!("{key} {}: {why}", field.get_ref()))
     }
 
     /// Reports at a field and fails.

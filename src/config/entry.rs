@@ -73,36 +73,7 @@ impl Checker<'_> {
         raw: &RawSource,
         base: Option<&Base>,
     ) -> Result<Refresher, ()> {
-        let kinds = [
-            ("command", raw.command.as_ref().map(Spanned::span)),
-            ("http", raw.http.as_ref().map(Spanned::span)),
-            ("file", raw.file.as_ref().map(Spanned::span)),
-        ];
-        let given: Vec<(&str, Range<usize>)> = kinds
-            .into_iter()
-            .filter_map(|(name, at)| at.map(|at| (name, at)))
-            .collect();
-        match given.as_slice() {
-            [] => {
-                self.report(
-                    span,
-                    scope,
-                    "needs a refresher: one of command, http or file",
-                );
-                return Err(());
-            }
-            [_] => {}
-            [(first, _), (second, at), ..] => {
-                let msg = format!("has both {first} and {second}; give exactly one refresher");
-                self.report(at, scope, msg);
-                return Err(());
-            }
-        }
-        if let Some(pty) = &raw.pty
-            && raw.command.is_none()
-        {
-            return self.bad(pty, scope, "pty applies only to command sources".into());
-        }
+        self.exactly_one_refresher(scope, span, raw)?;
         // A bad max_output was already reported with the policy; check the
         // refresher anyway so that its own problems show too.
         let cap = base.map_or(DEFAULT_MAX_OUTPUT, |b| b.max_output);
@@ -115,6 +86,40 @@ impl Checker<'_> {
             self.file(scope, file, cap).map(Refresher::File)
         } else {
             Err(())
+        }
+    }
+
+    /// Exactly one of `command`, `http` and `file`; `pty` only with `command`.
+    fn exactly_one_refresher(
+        &mut self,
+        scope: &str,
+        span: &Range<usize>,
+        raw: &RawSource,
+    ) -> Result<(), ()> {
+        let mut given: Vec<(&str, Range<usize>)> = [
+            ("command", raw.command.as_ref().map(Spanned::span)),
+            ("http", raw.http.as_ref().map(Spanned::span)),
+            ("file", raw.file.as_ref().map(Spanned::span)),
+        ]
+        .into_iter()
+        .filter_map(|(name, at)| at.map(|at| (name, at)))
+        .collect();
+        given.sort_by_key(|(_, at)| at.start);
+        match (given.as_slice(), &raw.pty) {
+            ([], _) => {
+                let msg = "needs a refresher: one of command, http or file";
+                self.report(span, scope, msg);
+                Err(())
+            }
+            ([(first, _), (second, at), ..], _) => {
+                let msg = format!("has both {first} and {second}; give exactly one refresher");
+                self.report(at, scope, msg);
+                Err(())
+            }
+            ([(kind, _)], Some(pty)) if *kind != "command" => {
+                self.bad(pty, scope, "pty applies only to command sources".into())
+            }
+            ([_], _) => Ok(()),
         }
     }
 

@@ -69,7 +69,10 @@ impl RawSource {
 
 /// A source's `http = { ... }` table.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like { url = \"https://...\" }"
+)]
 pub(super) struct RawHttp {
     pub url: Field,
     pub headers: Option<BTreeMap<String, Spanned<Value>>>,

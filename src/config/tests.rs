@@ -276,6 +276,16 @@ fn durations_must_be_strings() {
 }
 
 #[test]
+fn durations_are_bounded() {
+    let (line, msg) = problem("[defaults]\nttl = \"1h\"\nmax_stale = \"200years\"\n");
+    assert_eq!(line, 3);
+    assert!(
+        msg.contains("max_stale \"200years\": must be at most 100 years"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn sizes_must_be_positive() {
     let (line, msg) = problem("[defaults]\nmax_output = 0\n");
     assert_eq!(line, 2);
@@ -347,6 +357,17 @@ fn a_source_needs_exactly_one_refresher() {
     let (line, msg) = problem(text);
     assert_eq!(line, 4);
     assert!(msg.contains("has both command and file"), "{msg}");
+    // Reported at whichever comes second in the text.
+    let text = "[[source]]\nid = \"a/b\"\nfile = \"/x\"\n[source.http]\nurl = \"https://x\"\n";
+    let (line, msg) = problem(text);
+    assert_eq!(line, 4);
+    assert!(msg.contains("has both file and http"), "{msg}");
+    let (line, msg) = problem("[[source]]\nid = \"a/b\"\nhttp = \"https://x\"\n");
+    assert_eq!(line, 3);
+    assert!(
+        msg.ends_with("expected a table like { url = \"https://...\" }"),
+        "{msg}"
+    );
 }
 
 #[test]
