@@ -1,10 +1,28 @@
 //! The TOML config: `[defaults]`, `[daemon]` and `[[source]]` tables.
+//!
+//! Parsing goes in two steps: `raw` reads the document into serde structs
+//! that reject unknown keys and keep every value's span, then `check` and
+//! `entry` validate each table on its own, so that one run reports every
+//! problem, each with its line.
 
+mod check;
+mod entry;
+mod raw;
+mod value;
+
+use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
 use crate::refresher::Refresher;
 use crate::source::{Policy, SourceId};
+use check::{Base, Checker};
+pub use entry::DEFAULT_MAX_REDIRECTS;
+use raw::{RawDaemon, RawPolicy, RawSource, decode};
 
 /// The config shipped inside the binary, used when no file exists.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default_config.toml");
@@ -55,7 +73,8 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
 }
 
-/// One thing wrong with a config, with its line when known.
+/// One thing wrong with a config, with its line when known. The message
+/// names the table or source and the key, and never holds a header value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// 1-based line number.
@@ -64,7 +83,8 @@ pub struct Problem {
     pub message: String,
 }
 
-/// Why a config did not load.
+/// Why a config did not load. `Display` is one line (for logs);
+/// [`ConfigError::render`] gives one line per problem.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("config {origin}: {}", .problems.iter().map(|p| match p.line { Some(l) => format!("line {l}: {}", p.message), None => p.message.clone() }).collect::<Vec<_>>().join("; "))]
 pub struct ConfigError {
@@ -74,49 +94,220 @@ pub struct ConfigError {
     pub problems: Vec<Problem>,
 }
 
+impl ConfigError {
+    fn one(origin: &str, line: Option<usize>, message: String) -> Self {
+        Self {
+            origin: origin.to_owned(),
+            problems: vec![Problem { line, message }],
+        }
+    }
+
+    /// One line per problem, `<origin>:<line>: <message>` (or
+    /// `<origin>: <message>` when the line is unknown), for
+    /// `discocache config check`.
+    pub fn render(&self) -> String {
+        let lines: Vec<String> = self
+            .problems
+            .iter()
+            .map(|p| match p.line {
+                Some(line) => format!("{}:{line}: {}", self.origin, p.message),
+                None => format!("{}: {}", self.origin, p.message),
+            })
+            .collect();
+        lines.join("\n")
+    }
+}
+
 impl Config {
-    /// Parses a config text, expanding `${VAR}` from the process environment.
+    /// Parses a config text, expanding `${VAR}` in header values from the
+    /// process environment. Relative `file` paths are kept as written.
     ///
     /// # Errors
     ///
-    /// Not implemented yet.
+    /// [`ConfigError`] listing every problem found, each with its line.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let _ = text;
-        Err(ConfigError {
-            origin: origin.to_owned(),
-            problems: vec![Problem {
-                line: None,
-                message: "config parsing not implemented yet".into(),
-            }],
-        })
+        Self::parse_with_env(text, origin, None, &|name| std::env::var(name).ok())
     }
 
-    /// Reads and parses a config file.
+    /// Parses a config text with `env` as the environment for `${VAR}` in
+    /// header values; relative `file` paths resolve against `base_dir` when
+    /// given.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] listing every problem found, each with its line: TOML
+    /// syntax, unknown keys, bad values, bad sources, unset variables.
+    pub fn parse_with_env(
+        text: &str,
+        origin: &str,
+        base_dir: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let (doc, syntax) = DeTable::parse_recoverable(text);
+        if !syntax.is_empty() {
+            let problems = syntax
+                .iter()
+                .map(|e| Problem {
+                    line: e.span().map(|s| value::line_of(text, s.start)),
+                    message: format!("invalid TOML: {}", e.message()),
+                })
+                .collect();
+            return Err(sorted(origin, problems));
+        }
+        let mut checker = Checker::new(text, env, base_dir);
+        let built = build(&mut checker, doc.into_inner());
+        match built {
+            Some((daemon, sources)) if checker.problems.is_empty() => Ok(Self {
+                origin: origin.to_owned(),
+                daemon,
+                sources,
+            }),
+            _ => Err(sorted(origin, checker.problems)),
+        }
+    }
+
+    /// Reads and parses a config file; relative `file` paths resolve against
+    /// its directory.
     ///
     /// # Errors
     ///
     /// When the file cannot be read or does not parse.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            origin: origin.clone(),
-            problems: vec![Problem {
-                line: None,
-                message: format!("cannot read: {e}"),
-            }],
-        })?;
-        Self::parse(&text, &origin)
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::one(&origin, None, format!("cannot read: {e}")))?;
+        let env = |name: &str| std::env::var(name).ok();
+        Self::parse_with_env(&text, &origin, path.parent(), &env)
     }
 
     /// The embedded default config.
+    ///
+    /// # Panics
+    ///
+    /// Never: a unit test parses [`EMBEDDED_DEFAULT`], which uses no
+    /// environment variables and no relative paths.
     pub fn embedded() -> Self {
-        Self::parse(EMBEDDED_DEFAULT, "<embedded>").expect("embedded config is valid")
+        Self::parse_with_env(EMBEDDED_DEFAULT, "<embedded>", None, &|_| None)
+            .expect("embedded config is valid")
     }
 
     /// The source with this id.
     pub fn source(&self, id: &SourceId) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| &s.id == id)
     }
+}
+
+fn sorted(origin: &str, mut problems: Vec<Problem>) -> ConfigError {
+    problems.sort_by_key(|p| p.line.unwrap_or(0));
+    ConfigError {
+        origin: origin.to_owned(),
+        problems,
+    }
+}
+
+/// Splits the document into its three tables and checks each; `None` when
+/// any part failed (the problems are in `checker`).
+fn build(
+    checker: &mut Checker<'_>,
+    doc: DeTable<'_>,
+) -> Option<(DaemonSettings, Vec<SourceConfig>)> {
+    let (mut defaults, mut daemon, mut sources) = (None, None, None);
+    for (key, value) in doc {
+        match key.get_ref().as_ref() {
+            "defaults" => defaults = Some(value),
+            "daemon" => daemon = Some(value),
+            "source" => sources = Some(value),
+            other => checker.note(
+                &key.span(),
+                format!(
+                    "unknown key {other:?}: the top level has [defaults], [daemon] and [[source]]"
+                ),
+            ),
+        }
+    }
+    let base = defaults.map_or(Ok(Base::default()), |v| check_defaults(checker, v));
+    let daemon = daemon.map_or(Ok(DaemonSettings::default()), |v| check_daemon(checker, v));
+    let fallback = Base::default();
+    let sources = sources.map_or(Ok(Vec::new()), |v| {
+        check_sources(checker, v, base.as_ref().unwrap_or(&fallback))
+    });
+    base.ok()?;
+    Some((daemon.ok()?, sources.ok()?))
+}
+
+fn check_defaults(checker: &mut Checker<'_>, value: Spanned<DeValue<'_>>) -> Result<Base, ()> {
+    const SCOPE: &str = "[defaults]";
+    let raw: RawPolicy = decode(value).map_err(|e| checker.report(&e.span, SCOPE, e.message))?;
+    checker.policy(SCOPE, &raw, &Base::default())
+}
+
+fn check_daemon(
+    checker: &mut Checker<'_>,
+    value: Spanned<DeValue<'_>>,
+) -> Result<DaemonSettings, ()> {
+    let raw: RawDaemon =
+        decode(value).map_err(|e| checker.report(&e.span, "[daemon]", e.message))?;
+    checker.daemon(&raw)
+}
+
+/// Checks every `[[source]]` on its own, then that no id repeats.
+fn check_sources(
+    checker: &mut Checker<'_>,
+    value: Spanned<DeValue<'_>>,
+    base: &Base,
+) -> Result<Vec<SourceConfig>, ()> {
+    let span = value.span();
+    let DeValue::Array(items) = value.into_inner() else {
+        checker.note(&span, "source: expected [[source]] tables".into());
+        return Err(());
+    };
+    let mut out = Vec::new();
+    let mut first_line: HashMap<SourceId, usize> = HashMap::new();
+    let mut ok = true;
+    for (index, item) in items.iter().cloned().enumerate() {
+        let span = item.span();
+        let written = id_entry(item.get_ref());
+        let scope = entry::scope_of(index, written.as_ref().map(|(id, _)| *id));
+        if let Some((Ok(id), at)) = written.map(|(text, at)| (SourceId::parse(text), at)) {
+            ok &= unique(checker, &scope, &mut first_line, id, &at);
+        }
+        let checked = decode::<RawSource>(item)
+            .map_err(|e| checker.report(&e.span, &scope, e.message))
+            .and_then(|raw| checker.source(&scope, &span, &raw, base));
+        match checked {
+            Ok(source) => out.push(source),
+            Err(()) => ok = false,
+        }
+    }
+    if ok { Ok(out) } else { Err(()) }
+}
+
+/// Reports a repeated id at the repeat, naming the first one's line; false
+/// when it repeats.
+fn unique(
+    checker: &mut Checker<'_>,
+    scope: &str,
+    first_line: &mut HashMap<SourceId, usize>,
+    id: SourceId,
+    at: &Range<usize>,
+) -> bool {
+    let line = checker.line(at.start);
+    if let Some(first) = first_line.get(&id) {
+        let msg = format!("duplicate id (first defined on line {first})");
+        checker.report(at, scope, msg);
+        return false;
+    }
+    first_line.insert(id, line);
+    true
+}
+
+/// The `id` of a source table as written, with its span, if it is a string.
+fn id_entry<'a>(value: &'a DeValue<'_>) -> Option<(&'a str, Range<usize>)> {
+    let DeValue::Table(table) = value else {
+        return None;
+    };
+    let (_, id) = table.iter().find(|(k, _)| k.get_ref() == "id")?;
+    Some((id.get_ref().as_str()?, id.span()))
 }
 
 /// Where the config is looked for: `$XDG_CONFIG_HOME/discocache/config.toml`,
@@ -128,3 +319,6 @@ pub fn default_path() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
     Some(base.join("discocache").join("config.toml"))
 }
+
+#[cfg(test)]
+mod tests;
