@@ -25,6 +25,7 @@
 pub mod backoff;
 pub mod cache;
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod layout;
 pub mod lock;
