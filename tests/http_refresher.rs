@@ -451,3 +451,25 @@ async fn invalid_header_value_is_named_without_its_value() {
         "GET http://127.0.0.1:9/x: header \"X-Token\" has an invalid value"
     );
 }
+
+#[tokio::test]
+async fn zero_timeout_fails_at_once_without_a_request() {
+    let server = Server::start(|_| send("200 OK", &[], "{}"));
+    let url = server.url("/m");
+    let result = fetch(
+        &HttpSpec::new(&url),
+        &ctx(Duration::ZERO, Validators::default()),
+    )
+    .await;
+    let error = result.expect_err("no time, no fetch");
+    assert_eq!(error.message(), format!("GET {url}: timed out after 0s"));
+    assert_eq!(server.requests().len(), 0);
+}
+
+#[tokio::test]
+async fn huge_timeout_does_not_overflow() {
+    let server = Server::start(|_| send("200 OK", &[], "{}"));
+    let spec = HttpSpec::new(server.url("/m"));
+    let fetched = fetch(&spec, &ctx(Duration::MAX, Validators::default())).await;
+    assert_eq!(fetched, Ok(Fetched::data("{}")));
+}

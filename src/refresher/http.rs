@@ -47,6 +47,10 @@ pub const DEFAULT_MAX_REDIRECTS: u32 = 5;
 /// to report its own timeout before giving up on it.
 const DEADLINE_GRACE: Duration = Duration::from_millis(500);
 
+/// Longest timeout honoured; a longer one is cut to this, which keeps the
+/// deadline arithmetic from overflowing on `Duration::MAX`.
+const LONGEST_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Most bytes of an error response read for its excerpt.
 const ERROR_BODY_READ: u64 = 64 << 10;
 
@@ -115,7 +119,8 @@ impl HttpSpec {
 /// [`HttpSpec::max_body`] or is not JSON. For `429` and `503` the error
 /// carries the origin's `Retry-After`. No message contains a header value.
 pub async fn fetch(spec: &HttpSpec, ctx: &FetchContext) -> Result<Fetched, FetchError> {
-    let (owned, validators, timeout) = (spec.clone(), ctx.validators.clone(), ctx.timeout);
+    let timeout = ctx.timeout.min(LONGEST_TIMEOUT);
+    let (owned, validators) = (spec.clone(), ctx.validators.clone());
     let task = tokio::task::spawn_blocking(move || fetch_blocking(&owned, &validators, timeout));
     let result = match tokio::time::timeout(timeout + DEADLINE_GRACE, task).await {
         Ok(Ok(result)) => result,
