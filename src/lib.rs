@@ -24,6 +24,7 @@
 
 pub mod config;
 pub mod error;
+pub mod protocol;
 pub mod refresher;
 pub mod source;
 
