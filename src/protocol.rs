@@ -44,8 +44,8 @@
 //! Every response has `ok`. A failure is
 //! `{"ok": false, "id": ..., "error": {"code": "...", "message": "..."}}`; a
 //! success has `"ok": true` and the op's fields beside it. A `get` success
-//! ([`GetBody`]): `data` (the payload's JSON embedded verbatim; absent when
-//! not served), `age_ms`, `fresh`, `stale`, `expired`, `revision`,
+//! ([`GetBody`]): `data` (the payload's JSON embedded verbatim, line breaks
+//! sent as spaces; absent when not served), `age_ms`, `fresh`, `stale`, `expired`, `revision`,
 //! `fetched_at` (RFC 3339), `refresh` (refresh state), `meta` (if asked).
 //!
 //! # Watch events

@@ -91,8 +91,10 @@ impl HelloBody {
 }
 
 /// The body of a `get` response. `data` is the payload's JSON embedded
-/// verbatim (see [`embed_payload`]); a client decodes the whole response
-/// line as a `GetBody` to get those bytes back without re-serialising them.
+/// verbatim (see [`embed_payload`]), except that line breaks, which can only
+/// be insignificant whitespace there, go out as spaces (see
+/// [`to_line`](super::to_line)). A client decodes the whole response line as a
+/// `GetBody` to get those bytes back without re-serialising them.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GetBody {
     /// The payload; absent when it is not served (expired, not asked for).
