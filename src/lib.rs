@@ -20,6 +20,8 @@
 //! - [`prune`]: recovery of crash leftovers and removal of unknown sources.
 //! - [`refresher`]: command, HTTP and file refreshers.
 //! - [`config`]: the TOML config.
+//! - [`protocol`]: socket protocol v1 types and framing.
+//! - [`daemon`]: `discocache serve`.
 //! - [`error`]: the library's [`Error`].
 
 pub mod backoff;
@@ -30,6 +32,7 @@ pub mod error;
 pub mod layout;
 pub mod lock;
 pub mod meta;
+pub mod protocol;
 pub mod prune;
 pub mod refresh;
 pub mod refresher;
