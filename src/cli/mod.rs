@@ -1,0 +1,152 @@
+//! The command line: argument parsing, exit codes, and dispatch to the
+//! daemon or, when none answers, to the library on the root directly.
+
+mod args;
+mod direct;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use args::{Cli, Command};
+
+use crate::config::{self, Config, ConfigError};
+use crate::daemon::{self, ServeOptions};
+use crate::source::SourceId;
+
+/// Exit codes of §9.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success.
+    Ok = 0,
+    /// Any error.
+    Error = 1,
+    /// Bad usage (bad arguments, bad source name).
+    Usage = 2,
+    /// The source has no data.
+    NoData = 3,
+    /// The data is older than `--max-age` (or expired).
+    TooOld = 4,
+}
+
+/// An error that ends the command with a specific exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Fail {
+    /// The exit code.
+    pub exit: Exit,
+    /// One line for stderr.
+    pub message: String,
+}
+
+impl Fail {
+    /// An error with this exit code.
+    pub fn new(exit: Exit, message: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(Self {
+            exit,
+            message: message.into(),
+        })
+    }
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Serve));
+    let code = match run(cli) {
+        Ok(exit) => exit,
+        Err(e) => {
+            eprintln!("discocache: {e:#}");
+            e.downcast_ref::<Fail>().map_or(Exit::Error, |f| f.exit)
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+fn init_logging(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DISCOCACHE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Resolved global options.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The cache root.
+    pub root: PathBuf,
+    /// The daemon socket.
+    pub socket: PathBuf,
+    /// `--config`, when given.
+    pub config: Option<PathBuf>,
+}
+
+impl Ctx {
+    fn from_cli(cli: &Cli) -> Self {
+        let root = cli.root.clone().unwrap_or_else(config::default_root);
+        let socket = cli
+            .socket
+            .clone()
+            .unwrap_or_else(|| config::default_socket(&root));
+        Self {
+            root,
+            socket,
+            config: cli.config.clone(),
+        }
+    }
+
+    /// The config in force: `--config`, else the default path if it exists,
+    /// else the embedded default.
+    ///
+    /// # Errors
+    ///
+    /// When the chosen file does not load.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        match self.config_path() {
+            Some(path) => Config::load(&path),
+            None => Ok(Config::embedded()),
+        }
+    }
+
+    fn config_path(&self) -> Option<PathBuf> {
+        self.config
+            .clone()
+            .or_else(|| config::default_path().filter(|p| p.exists()))
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let ctx = Ctx::from_cli(&cli);
+    match cli.command {
+        Command::Serve => {
+            daemon::run(ServeOptions {
+                root: ctx.root,
+                socket: ctx.socket,
+                config: ctx.config_path(),
+            })?;
+            Ok(Exit::Ok)
+        }
+        Command::Config { action } => {
+            let args::ConfigAction::Check { file } = action;
+            direct::config_check(&ctx, file)
+        }
+        other => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(direct::run(&ctx, other))
+        }
+    }
+}
+
+/// Parses a `tier/name` argument; a bad one is a usage error.
+fn parse_source(arg: &str) -> anyhow::Result<SourceId> {
+    SourceId::parse(arg).map_err(|e| Fail::new(Exit::Usage, e.to_string()))
+}
