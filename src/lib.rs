@@ -20,12 +20,14 @@
 //! - [`prune`]: recovery of crash leftovers and removal of unknown sources.
 //! - [`refresher`]: command, HTTP and file refreshers.
 //! - [`config`]: the TOML config.
+//! - [`cli`]: the `discocache` command line.
 //! - [`protocol`]: socket protocol v1 types and framing.
 //! - [`daemon`]: `discocache serve`.
 //! - [`error`]: the library's [`Error`].
 
 pub mod backoff;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod error;

@@ -45,9 +45,9 @@ impl Direct {
     /// The configured source, or an error naming the config.
     fn require(&self, id: &SourceId) -> anyhow::Result<&SourceConfig> {
         let config = self.config()?;
-        config.source(id).ok_or_else(|| {
-            anyhow::anyhow!("unknown source {id}: not in config {}", config.origin)
-        })
+        config
+            .source(id)
+            .ok_or_else(|| anyhow::anyhow!("unknown source {id}: not in config {}", config.origin))
     }
 
     /// The policy to judge freshness by: the config's, else the ttl the
@@ -72,7 +72,10 @@ impl Direct {
         let refresher: Refresher = sc.refresher.clone();
         let source = Source::new(id.clone(), sc.policy.clone());
         self.cache
-            .refresh(&source, move |ctx| async move { refresher.fetch(ctx).await })
+            .refresh(
+                &source,
+                move |ctx| async move { refresher.fetch(ctx).await },
+            )
             .await
     }
 }
@@ -105,13 +108,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Status { json } => status(&direct, json),
         Command::State { source, json } => state(&direct, &parse_source(&source)?, json),
         Command::Prune { dry_run } => prune(&direct, dry_run),
-        Command::Watch { .. }
-        | Command::Invalidate { .. }
-        | Command::Stats
-        | Command::Metrics => Err(anyhow::anyhow!(
-            "this command needs a running daemon (none answers on {})",
-            ctx.socket.display()
-        )),
+        Command::Watch { .. } | Command::Invalidate { .. } | Command::Stats | Command::Metrics => {
+            Err(anyhow::anyhow!(
+                "this command needs a running daemon (none answers on {})",
+                ctx.socket.display()
+            ))
+        }
         Command::Serve | Command::Config { .. } => unreachable!("handled by the caller"),
     }
 }
@@ -147,14 +149,17 @@ async fn get(direct: &Direct, id: &SourceId, opts: GetOpts) -> anyhow::Result<Ex
             .cache
             .meta(id)?
             .and_then(|m| m.last_error)
-            .map_or_else(|| "never refreshed".to_owned(), |e| format!("last error: {e}"));
+            .map_or_else(
+                || "never refreshed".to_owned(),
+                |e| format!("last error: {e}"),
+            );
         return Err(Fail::new(Exit::NoData, format!("{id}: no data ({why})")));
     };
     check_age(id, &entry, &source.policy, &opts)?;
     let mut out = std::io::stdout().lock();
     if opts.meta {
         let state = direct.cache.refresh_state(id)?;
-        serde_json::to_writer_pretty(&mut out, &output::envelope(id, entry, &state)?)?;
+        serde_json::to_writer(&mut out, &output::envelope(id, entry, &state)?)?;
         writeln!(out)?;
     } else {
         out.write_all(&entry.data)?;
@@ -176,7 +181,9 @@ fn check_age(id: &SourceId, entry: &Entry, policy: &Policy, opts: &GetOpts) -> a
         let limit = policy.max_stale.map(output::duration).unwrap_or_default();
         return Err(Fail::new(
             Exit::TooOld,
-            format!("{id}: data is expired ({age} old, max_stale {limit}); --allow-expired prints it"),
+            format!(
+                "{id}: data is expired ({age} old, max_stale {limit}); --allow-expired prints it"
+            ),
         ));
     }
     Ok(())
@@ -191,9 +198,17 @@ fn exit_for(e: &Error) -> Exit {
 
 async fn refresh(direct: &Direct, sources: &[String], all: bool) -> anyhow::Result<Exit> {
     let ids: Vec<SourceId> = if all {
-        direct.config()?.sources.iter().map(|s| s.id.clone()).collect()
+        direct
+            .config()?
+            .sources
+            .iter()
+            .map(|s| s.id.clone())
+            .collect()
     } else {
-        let ids = sources.iter().map(|s| parse_source(s)).collect::<anyhow::Result<Vec<_>>>()?;
+        let ids = sources
+            .iter()
+            .map(|s| parse_source(s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         for id in &ids {
             direct.require(id)?;
         }
@@ -260,7 +275,12 @@ fn status(direct: &Direct, json: bool) -> anyhow::Result<Exit> {
             let source = direct.source(id);
             let entry = direct.cache.read(&source)?;
             let state = direct.cache.refresh_state(id)?;
-            Ok(Row::new(&source, direct.configured(id).is_some(), entry.as_ref(), state))
+            Ok(Row::new(
+                &source,
+                direct.configured(id).is_some(),
+                entry.as_ref(),
+                state,
+            ))
         })
         .collect::<crate::Result<Vec<_>>>()?;
     let mut out = std::io::stdout().lock();
@@ -317,7 +337,11 @@ pub fn config_check(ctx: &Ctx, file: Option<PathBuf>) -> anyhow::Result<Exit> {
     match result {
         Ok(config) => {
             let n = config.sources.len();
-            println!("{}: ok, {n} source{}", config.origin, if n == 1 { "" } else { "s" });
+            println!(
+                "{}: ok, {n} source{}",
+                config.origin,
+                if n == 1 { "" } else { "s" }
+            );
             Ok(Exit::Ok)
         }
         Err(e) => {

@@ -54,7 +54,13 @@ impl Fail {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Serve));
+    let serve = matches!(cli.command, Command::Serve);
+    if !serve {
+        // A client piped into `head` ends quietly, like `cat`.
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    init_logging(serve);
     let code = match run(cli) {
         Ok(exit) => exit,
         Err(e) => {
@@ -125,10 +131,11 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
     let ctx = Ctx::from_cli(&cli);
     match cli.command {
         Command::Serve => {
+            let config = ctx.config_path();
             daemon::run(ServeOptions {
                 root: ctx.root,
                 socket: ctx.socket,
-                config: ctx.config_path(),
+                config,
             })?;
             Ok(Exit::Ok)
         }

@@ -25,12 +25,13 @@ pub fn duration(d: Duration) -> String {
     humantime::format_duration(rounded).to_string()
 }
 
-/// The `get --meta` envelope: the same body as the socket's `get`.
+/// The `get --meta` envelope: the same body as the socket's `get`, with
+/// the payload embedded verbatim.
 ///
 /// # Errors
 ///
 /// When the payload on disk is not JSON (it was damaged).
-pub fn envelope(id: &SourceId, entry: Entry, state: &RefreshState) -> anyhow::Result<serde_json::Value> {
+pub fn envelope(id: &SourceId, entry: Entry, state: &RefreshState) -> anyhow::Result<GetBody> {
     let meta = entry.meta.as_ref().map(serde_json::to_value).transpose()?;
     let body = GetBody {
         age_ms: u64::try_from(entry.age.as_millis()).unwrap_or(u64::MAX),
@@ -43,9 +44,7 @@ pub fn envelope(id: &SourceId, entry: Entry, state: &RefreshState) -> anyhow::Re
         meta,
         data: Some(protocol::embed_payload(entry.data).map_err(|e| anyhow::anyhow!("{id}: {e}"))?),
     };
-    let mut value = serde_json::to_value(&body)?;
-    value["source"] = id.to_string().into();
-    Ok(value)
+    Ok(body)
 }
 
 /// What a refresh did, for one line of output.
@@ -79,7 +78,12 @@ pub struct Row {
 
 impl Row {
     /// A row from what is on disk.
-    pub fn new(source: &Source, configured: bool, entry: Option<&Entry>, state: RefreshState) -> Self {
+    pub fn new(
+        source: &Source,
+        configured: bool,
+        entry: Option<&Entry>,
+        state: RefreshState,
+    ) -> Self {
         let label = match entry {
             None => "no data",
             Some(e) if e.expired => "expired",
@@ -110,7 +114,12 @@ impl Row {
 ///
 /// When stdout cannot be written.
 pub fn table(out: &mut impl Write, rows: &[Row]) -> io::Result<()> {
-    let width = rows.iter().map(|r| r.source.len()).max().unwrap_or(6).max(6);
+    let width = rows
+        .iter()
+        .map(|r| r.source.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     writeln!(
         out,
         "{:width$}  {:8}  {:>8}  {:>8}  {:>4}  {:>5}  {:>9}  ERROR",
@@ -123,7 +132,9 @@ pub fn table(out: &mut impl Write, rows: &[Row]) -> io::Result<()> {
         } else {
             r.state.to_owned()
         };
-        let age = r.age_ms.map_or("-".into(), |a| duration(Duration::from_millis(a)));
+        let age = r
+            .age_ms
+            .map_or("-".into(), |a| duration(Duration::from_millis(a)));
         let retry = r
             .next_retry_at
             .filter(|t| *t > now)
@@ -156,14 +167,22 @@ pub fn state(out: &mut impl Write, id: &SourceId, s: &RefreshState) -> io::Resul
     writeln!(out, "revision:             {}", s.revision)?;
     writeln!(out, "in flight:            {}", s.in_flight)?;
     if let Some(pid) = s.pid {
-        writeln!(out, "refresh pid:          {pid}{}", if s.abandoned { " (abandoned)" } else { "" })?;
+        writeln!(
+            out,
+            "refresh pid:          {pid}{}",
+            if s.abandoned { " (abandoned)" } else { "" }
+        )?;
         writeln!(out, "started at:           {}", opt(s.started_at))?;
         writeln!(out, "deadline:             {}", opt(s.deadline))?;
     }
     writeln!(out, "failed:               {}", s.failed)?;
     writeln!(out, "consecutive failures: {}", s.consecutive_failures)?;
     writeln!(out, "last attempt at:      {}", opt(s.last_attempt_at))?;
-    writeln!(out, "last error:           {}", s.last_error.as_deref().unwrap_or("-"))?;
+    writeln!(
+        out,
+        "last error:           {}",
+        s.last_error.as_deref().unwrap_or("-")
+    )?;
     writeln!(out, "next retry at:        {}", opt(s.next_retry_at))
 }
 
