@@ -57,10 +57,10 @@ impl Direct {
             return Source::new(id.clone(), sc.policy.clone());
         }
         let mut policy = Policy::default();
-        if let Ok(Some(meta)) = self.cache.meta(id) {
-            if meta.ttl_ms > 0 {
-                policy.ttl = Duration::from_millis(meta.ttl_ms);
-            }
+        if let Ok(Some(meta)) = self.cache.meta(id)
+            && meta.ttl_ms > 0
+        {
+            policy.ttl = Duration::from_millis(meta.ttl_ms);
         }
         Source::new(id.clone(), policy)
     }
@@ -137,7 +137,7 @@ async fn get(direct: &Direct, id: &SourceId, opts: GetOpts) -> anyhow::Result<Ex
     if due && direct.configured(id).is_some() {
         if let Err(e) = direct.refresh(id).await {
             if entry.is_none() || opts.refresh == RefreshArg::Force {
-                return Err(Fail::new(exit_for(&e), e.to_string()));
+                return Err(Fail::exit(exit_for(&e), e.to_string()));
             }
             eprintln!("discocache: {e}; serving the data on disk");
         }
@@ -153,7 +153,7 @@ async fn get(direct: &Direct, id: &SourceId, opts: GetOpts) -> anyhow::Result<Ex
                 || "never refreshed".to_owned(),
                 |e| format!("last error: {e}"),
             );
-        return Err(Fail::new(Exit::NoData, format!("{id}: no data ({why})")));
+        return Err(Fail::exit(Exit::NoData, format!("{id}: no data ({why})")));
     };
     check_age(id, &entry, &source.policy, &opts)?;
     let mut out = std::io::stdout().lock();
@@ -172,14 +172,14 @@ fn check_age(id: &SourceId, entry: &Entry, policy: &Policy, opts: &GetOpts) -> a
     let age = output::duration(entry.age);
     if let Some(max) = opts.max_age.filter(|m| entry.age > *m) {
         let max = output::duration(max);
-        return Err(Fail::new(
+        return Err(Fail::exit(
             Exit::TooOld,
             format!("{id}: data is {age} old, older than --max-age {max}"),
         ));
     }
     if entry.expired && !opts.allow_expired && !opts.meta {
         let limit = policy.max_stale.map(output::duration).unwrap_or_default();
-        return Err(Fail::new(
+        return Err(Fail::exit(
             Exit::TooOld,
             format!(
                 "{id}: data is expired ({age} old, max_stale {limit}); --allow-expired prints it"
@@ -347,7 +347,7 @@ pub fn config_check(ctx: &Ctx, file: Option<PathBuf>) -> anyhow::Result<Exit> {
         Err(e) => {
             eprint!("{}", e.render());
             let n = e.problems.len();
-            Err(Fail::new(
+            Err(Fail::exit(
                 Exit::Error,
                 format!("{}: {n} problem{}", e.origin, if n == 1 { "" } else { "s" }),
             ))

@@ -43,7 +43,7 @@ pub struct Fail {
 
 impl Fail {
     /// An error with this exit code.
-    pub fn new(exit: Exit, message: impl Into<String>) -> anyhow::Error {
+    pub fn exit(exit: Exit, message: impl Into<String>) -> anyhow::Error {
         anyhow::Error::new(Self {
             exit,
             message: message.into(),
@@ -155,5 +155,5 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
 
 /// Parses a `tier/name` argument; a bad one is a usage error.
 fn parse_source(arg: &str) -> anyhow::Result<SourceId> {
-    SourceId::parse(arg).map_err(|e| Fail::new(Exit::Usage, e.to_string()))
+    SourceId::parse(arg).map_err(|e| Fail::exit(Exit::Usage, e.to_string()))
 }
