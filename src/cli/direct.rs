@@ -12,7 +12,7 @@ use anyhow::Context;
 use super::args::{Command, RefreshArg};
 use super::output::{self, Row};
 use super::{Ctx, Exit, Fail, parse_source};
-use crate::cache::{Cache, Entry, Source};
+use crate::cache::{Cache, Ensured, Entry, Source};
 use crate::config::{Config, ConfigError, SourceConfig};
 use crate::refresher::Refresher;
 use crate::source::{Policy, SourceId};
@@ -65,14 +65,33 @@ impl Direct {
         Source::new(id.clone(), policy)
     }
 
-    async fn refresh(&self, id: &SourceId) -> crate::Result<Refreshed> {
+    /// The configured source and its refresher.
+    fn refreshable(&self, id: &SourceId) -> crate::Result<(Source, Refresher)> {
         let sc = self
             .configured(id)
             .ok_or_else(|| Error::Internal(format!("{id} is not configured")))?;
-        let refresher: Refresher = sc.refresher.clone();
-        let source = Source::new(id.clone(), sc.policy.clone());
+        Ok((
+            Source::new(id.clone(), sc.policy.clone()),
+            sc.refresher.clone(),
+        ))
+    }
+
+    /// A forced refresh.
+    async fn refresh(&self, id: &SourceId) -> crate::Result<Refreshed> {
+        let (source, refresher) = self.refreshable(id)?;
         self.cache
             .refresh(
+                &source,
+                move |ctx| async move { refresher.fetch(ctx).await },
+            )
+            .await
+    }
+
+    /// A refresh if stale and not backing off.
+    async fn ensure(&self, id: &SourceId) -> crate::Result<Ensured> {
+        let (source, refresher) = self.refreshable(id)?;
+        self.cache
+            .maybe_refresh_sync(
                 &source,
                 move |ctx| async move { refresher.fetch(ctx).await },
             )
@@ -135,7 +154,11 @@ async fn get(direct: &Direct, id: &SourceId, opts: GetOpts) -> anyhow::Result<Ex
         RefreshArg::Force => true,
     };
     if due && direct.configured(id).is_some() {
-        if let Err(e) = direct.refresh(id).await {
+        let refreshed = match opts.refresh {
+            RefreshArg::Force => direct.refresh(id).await.map(drop),
+            _ => direct.ensure(id).await.map(drop),
+        };
+        if let Err(e) = refreshed {
             if entry.is_none() || opts.refresh == RefreshArg::Force {
                 return Err(Fail::exit(exit_for(&e), e.to_string()));
             }

@@ -113,4 +113,3 @@ pub fn response(status: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
 pub fn send(status: &str, headers: &[(&str, &str)], body: &str) -> Reply {
     Reply::Send(response(status, headers, body))
 }
-
