@@ -12,7 +12,7 @@ pub struct Cli {
     /// Cache root [default: $XDG_CACHE_HOME/discocache or ~/.cache/discocache]
     #[arg(long, global = true, env = "DISCOCACHE_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// Daemon socket [default: $XDG_RUNTIME_DIR/discocache.sock or <root>/discocache.sock]
+    /// Daemon socket [default: $XDG_RUNTIME_DIR/discocache.sock or ROOT/discocache.sock]
     #[arg(long, global = true, env = "DISCOCACHE_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Config file [default: $XDG_CONFIG_HOME/discocache/config.toml if it exists, else the embedded default]
