@@ -409,3 +409,58 @@ fn config_check_explains_each_error_with_its_line() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn write_failure_like_a_full_disk_keeps_the_old_payload_and_leaves_no_temp() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new(
+        r#"
+[[source]]
+id = "t/grows"
+command = ["sh", "-c", "if [ -e @DIR@/big.json ]; then cat @DIR@/big.json; else echo '{\"small\":true}'; fi"]
+"#,
+    );
+    assert!(env.run(&["refresh", "t/grows"]).status.success());
+    fs::write(
+        env.path("big.json"),
+        format!("[\"{}\"]", "x".repeat(4 << 20)),
+    )
+    .unwrap();
+    let mut cmd = env.cmd(&["refresh", "t/grows"]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Files may not grow past 1 MiB: writing the 4 MiB payload fails
+            // with EFBIG, as a full disk fails with ENOSPC.
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("write temp file") && err.contains("File too large"),
+        "{err}"
+    );
+    assert_eq!(
+        text(&env.run(&["get", "t/grows"]).stdout),
+        "{\"small\":true}\n"
+    );
+    let state = text(&env.run(&["state", "t/grows", "--json"]).stdout);
+    assert!(
+        state.contains("File too large") && state.contains("\"revision\": 1"),
+        "{state}"
+    );
+    let leftovers: Vec<_> = fs::read_dir(env.path("root/t"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp") || n.ends_with(".refreshing"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
