@@ -134,6 +134,14 @@ pub fn max(values: &[f64]) -> f64 {
     values.iter().copied().fold(0.0, f64::max)
 }
 
+/// The smallest of `values` (0 when empty).
+pub fn min(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
 /// The mean of `values` (0 when empty).
 pub fn mean(values: &[f64]) -> f64 {
     if values.is_empty() {
