@@ -74,73 +74,82 @@ fn bench_reads(cache: &Cache, rt: &tokio::runtime::Runtime) -> Result<()> {
     Ok(())
 }
 
+/// Commits per timed batch, and timed rounds per row.
+const COMMIT_BATCH: usize = 5;
+const COMMIT_ROUNDS: usize = 100;
+
 fn bench_commits(cache: &Cache, rt: &tokio::runtime::Runtime) -> Result<()> {
     println!("\n## commit: vs bare temp + write + fsync + rename + dir fsync (goal <= {GOAL}x)\n");
     header();
-    let (rounds, batch) = (100, 5);
     for (label, len) in [("1 KiB", 1024), ("64 KiB", 65536)] {
         let source = Source::parse(&format!("bench/commit-{len}"))?;
         let bytes = json_of_len(len);
         rt.block_on(cache.write(&source, bytes.clone()))?;
         let dir = cache.layout().tier_dir(&source.id);
-        let raw = |b: &[u8]| raw_commit(&dir, &[("raw.json", b)]);
         let write = || {
             let _revision = rt.block_on(cache.write(&source, bytes.clone()))?;
             Ok(())
         };
-        row(
-            "Cache::write",
-            label,
-            &paired(rounds, batch, write, || raw(&bytes))?,
-        );
-        if len > 1024 {
-            continue;
+        let raw = || raw_commit(&dir, &[("raw.json", &bytes)]);
+        let run = paired(COMMIT_ROUNDS, COMMIT_BATCH, write, raw)?;
+        row("Cache::write", label, &run);
+        if len == 1024 {
+            commit_breakdown(cache, &source, &bytes)?;
         }
-        let holder = || holder_commit(cache, &source, &bytes);
-        let run = paired(rounds, batch, holder, || raw(&bytes))?;
-        row("lock + Holder commit, no runtime", label, &run);
-        let (sidecar, marker) = (json_of_len(SIDECAR_LEN), json_of_len(MARKER_LEN));
-        let two = || raw_commit(&dir, &[("raw.json", &bytes), ("raw.meta.json", &sidecar)]);
-        row(
+    }
+    Ok(())
+}
+
+/// Where a commit's time goes: the library without its runtime, then the
+/// raw file steps with two and three fsync'd renames and two alternatives
+/// for the marker and the fsyncs. Each against the raw one-file commit.
+fn commit_breakdown(cache: &Cache, source: &Source, bytes: &[u8]) -> Result<()> {
+    let dir = cache.layout().tier_dir(&source.id);
+    let (sidecar, marker) = (json_of_len(SIDECAR_LEN), json_of_len(MARKER_LEN));
+    let two = [("raw.json", bytes), ("raw.meta.json", &sidecar[..])];
+    let three = [("raw.refreshing", &marker[..]), two[0], two[1]];
+    let unmark = || fs::remove_file(dir.join("raw.refreshing"));
+    let plain_mark = || fs::write(dir.join("raw.refreshing"), &marker);
+    type Step<'a> = Box<dyn FnMut() -> Result<()> + 'a>;
+    let steps: [(&str, Step); 5] = [
+        (
+            "lock + Holder commit, no runtime",
+            Box::new(|| holder_commit(cache, source, bytes)),
+        ),
+        (
             "raw: 2 fsync'd renames + dir fsync",
-            label,
-            &paired(rounds, batch, two, || raw(&bytes))?,
-        );
-        let three = || {
-            let files = [
-                ("raw.refreshing", &marker[..]),
-                ("raw.json", &bytes),
-                ("raw.meta.json", &sidecar),
-            ];
-            raw_commit(&dir, &files)?;
-            Ok(fs::remove_file(dir.join("raw.refreshing"))?)
-        };
-        row(
+            Box::new(|| raw_commit(&dir, &two)),
+        ),
+        (
             "raw: 3 fsync'd renames + dir fsync + unlink",
-            label,
-            &paired(rounds, batch, three, || raw(&bytes))?,
-        );
-        let lazy_marker = || {
-            fs::write(dir.join("raw.refreshing"), &marker)?;
-            raw_commit(&dir, &[("raw.json", &bytes), ("raw.meta.json", &sidecar)])?;
-            Ok(fs::remove_file(dir.join("raw.refreshing"))?)
-        };
-        let run = paired(rounds, batch, lazy_marker, || raw(&bytes))?;
-        row(
+            Box::new(|| {
+                raw_commit(&dir, &three)?;
+                Ok(unmark()?)
+            }),
+        ),
+        (
             "raw: plain marker + 2 fsync'd renames + dir fsync + unlink",
-            label,
-            &run,
-        );
-        let overlapped = || {
-            fs::write(dir.join("raw.refreshing"), &marker)?;
-            overlapped_commit(&dir, &bytes, &sidecar)?;
-            Ok(fs::remove_file(dir.join("raw.refreshing"))?)
-        };
-        let run = paired(rounds, batch, overlapped, || raw(&bytes))?;
-        row(
+            Box::new(|| {
+                plain_mark()?;
+                raw_commit(&dir, &two)?;
+                Ok(unmark()?)
+            }),
+        ),
+        (
             "raw: plain marker + 2 files fsync'd concurrently, 2 renames + dir fsync + unlink",
-            label,
-            &run,
+            Box::new(|| {
+                plain_mark()?;
+                overlapped_commit(&dir, bytes, &sidecar)?;
+                Ok(unmark()?)
+            }),
+        ),
+    ];
+    for (name, step) in steps {
+        let raw = || raw_commit(&dir, &[("raw.json", bytes)]);
+        row(
+            name,
+            "1 KiB",
+            &paired(COMMIT_ROUNDS, COMMIT_BATCH, step, raw)?,
         );
     }
     Ok(())
