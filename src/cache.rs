@@ -302,12 +302,28 @@ impl Cache {
     /// written, [`Error::Timeout`] when the running refresh overran.
     pub async fn write(&self, source: &Source, bytes: Vec<u8>) -> Result<u64> {
         let (layout, src) = (self.layout().clone(), source.clone());
-        let (lock, _) = acquire_waiting(&layout, &src).await?;
-        blocking(move || {
+        let commit = move |lock: SourceLock, bytes: Vec<u8>| {
             let holder = Holder::start(&layout, &src.id, lock, src.policy.refresh_deadline)?;
             holder.commit_external(&bytes, &src.policy)
+        };
+        // One trip to the blocking pool when the lock is free.
+        let lock_path = self.layout().lock(&source.id);
+        let tier = self.layout().tier_dir(&source.id);
+        let attempt = blocking(move || {
+            store::ensure_dir(&tier)?;
+            match SourceLock::try_acquire(&lock_path)? {
+                Some(lock) => commit(lock, bytes).map(Ok),
+                None => Ok(Err((commit, bytes))),
+            }
         })
-        .await
+        .await?;
+        match attempt {
+            Ok(revision) => Ok(revision),
+            Err((commit, bytes)) => {
+                let (lock, _) = acquire_waiting(self.layout(), source).await?;
+                blocking(move || commit(lock, bytes)).await
+            }
+        }
     }
 
     /// The refresh state of a source, without touching its lock.

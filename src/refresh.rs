@@ -111,7 +111,7 @@ impl Holder {
         let meta = read_meta(layout, id)?.unwrap_or_else(|| Meta::new(id));
         let marker = Marker::new(deadline);
         let bytes = serde_json::to_vec(&marker).expect("marker serialises");
-        store::write_atomic(&layout.marker(id), &Layout::temp_prefix(id), &bytes)?;
+        store::write_advisory(&layout.marker(id), &Layout::temp_prefix(id), &bytes)?;
         Ok(Self {
             layout: layout.clone(),
             id: id.clone(),

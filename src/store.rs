@@ -47,6 +47,21 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
 ///
 /// [`Error::Io`] naming the step and path; the temp file is removed.
 pub fn write_atomic(dest: &Path, prefix: &str, bytes: &[u8]) -> Result<SystemTime> {
+    replace(dest, prefix, bytes, true)
+}
+
+/// Like [`write_atomic`] but without the fsync: readers still never see a
+/// torn file, but a power loss may lose it. For advisory files (the
+/// marker) that crash recovery removes whatever they hold.
+///
+/// # Errors
+///
+/// [`Error::Io`] naming the step and path; the temp file is removed.
+pub fn write_advisory(dest: &Path, prefix: &str, bytes: &[u8]) -> Result<SystemTime> {
+    replace(dest, prefix, bytes, false)
+}
+
+fn replace(dest: &Path, prefix: &str, bytes: &[u8], durable: bool) -> Result<SystemTime> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(prefix)
@@ -57,9 +72,11 @@ pub fn write_atomic(dest: &Path, prefix: &str, bytes: &[u8]) -> Result<SystemTim
         .map_err(|e| Error::io("create temp file in", dir, e))?;
     tmp.write_all(bytes)
         .map_err(|e| Error::io("write temp file", tmp.path(), e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io("fsync temp file", tmp.path(), e))?;
+    if durable {
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io("fsync temp file", tmp.path(), e))?;
+    }
     let mtime = tmp
         .as_file()
         .metadata()
