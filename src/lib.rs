@@ -30,6 +30,7 @@ pub mod error;
 pub mod layout;
 pub mod lock;
 pub mod meta;
+pub mod protocol;
 pub mod prune;
 pub mod refresh;
 pub mod refresher;

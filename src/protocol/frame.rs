@@ -1,0 +1,287 @@
+//! Newline framing: bounded line reads and one-line JSON writes.
+
+use std::io;
+
+use serde::Serialize;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::MAX_LINE;
+use super::response::Response;
+
+/// The outcome of reading one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// A complete line, without its `\n` (or `\r\n`). May be empty.
+    Text(String),
+    /// The peer closed the stream between lines.
+    Eof,
+    /// The line is longer than the limit; it was not read to its end, so the
+    /// stream is mid-line and should be closed after answering `too_large`.
+    TooLarge,
+    /// The line is not UTF-8; answer `bad_request` and go on reading.
+    Invalid(std::str::Utf8Error),
+}
+
+/// Reads one request line of at most [`MAX_LINE`] bytes (the `\n` and an
+/// optional `\r` before it not counted). See [`read_line_max`].
+///
+/// # Errors
+///
+/// The reader's IO error.
+pub async fn read_line<R>(reader: &mut R, buf: &mut Vec<u8>) -> io::Result<Line>
+where
+    R: AsyncBufRead + Unpin + ?Sized,
+{
+    read_line_max(reader, buf, MAX_LINE).await
+}
+
+/// Reads one line of at most `max` bytes. A final line without `\n` counts
+/// as a line. `buf` is scratch space that never holds more than `max + 1`
+/// bytes plus one chunk of the reader's buffer.
+///
+/// Cancel safe: if the future is dropped, the partial line stays in `buf`
+/// and the next call with the same `buf` goes on from there.
+///
+/// # Errors
+///
+/// The reader's IO error.
+pub async fn read_line_max<R>(reader: &mut R, buf: &mut Vec<u8>, max: usize) -> io::Result<Line>
+where
+    R: AsyncBufRead + Unpin + ?Sized,
+{
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(if buf.is_empty() {
+                Line::Eof
+            } else {
+                finish(buf, max)
+            });
+        }
+        let newline = chunk.iter().position(|&b| b == b'\n');
+        let used = newline.map_or(chunk.len(), |i| i + 1);
+        buf.extend_from_slice(&chunk[..newline.unwrap_or(chunk.len())]);
+        reader.consume(used);
+        if newline.is_some() {
+            return Ok(finish(buf, max));
+        }
+        // One byte of slack for a `\r` that a following `\n` would drop.
+        if buf.len() > max.saturating_add(1) {
+            buf.clear();
+            return Ok(Line::TooLarge);
+        }
+    }
+}
+
+/// Turns the complete line in `buf` into a [`Line`] and empties `buf`.
+fn finish(buf: &mut Vec<u8>, max: usize) -> Line {
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    let line = if buf.len() > max {
+        Line::TooLarge
+    } else {
+        match std::str::from_utf8(buf) {
+            Ok(text) => Line::Text(text.to_owned()),
+            Err(e) => Line::Invalid(e),
+        }
+    };
+    buf.clear();
+    line
+}
+
+/// Serialises `message` as one line of compact JSON ending in `\n`.
+///
+/// Raw newlines can only come from whitespace inside embedded payloads
+/// (JSON strings escape theirs), so they are turned into spaces: the meaning
+/// is unchanged and the message stays on one line.
+///
+/// # Errors
+///
+/// serde's error when `message` cannot be serialised (a map with non-string
+/// keys, a failing `Serialize` impl).
+pub fn to_line<T: Serialize + ?Sized>(message: &T) -> serde_json::Result<String> {
+    let mut line = serde_json::to_string(message)?;
+    if line.contains(['\n', '\r']) {
+        line = line.replace(['\n', '\r'], " ");
+    }
+    line.push('\n');
+    Ok(line)
+}
+
+/// Writes `message` as one JSON line and flushes.
+///
+/// # Errors
+///
+/// The writer's IO error, or `InvalidData` when `message` cannot be
+/// serialised.
+pub async fn write_json_line<W, T>(writer: &mut W, message: &T) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+    T: Serialize + ?Sized,
+{
+    let line = to_line(message).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    writer.write_all(line.as_bytes()).await?;
+    writer.flush().await
+}
+
+/// Writes one response line and flushes.
+///
+/// # Errors
+///
+/// As [`write_json_line`].
+pub async fn write_response<W, B>(writer: &mut W, response: &Response<B>) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+    B: Serialize,
+{
+    write_json_line(writer, response).await
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, BufReader};
+
+    use super::*;
+    use crate::protocol::WireError;
+
+    async fn read_all(input: &[u8]) -> Vec<Line> {
+        let mut reader = BufReader::new(input);
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            let line = read_line(&mut reader, &mut buf).await.expect("read");
+            if line == Line::Eof {
+                return lines;
+            }
+            lines.push(line);
+        }
+    }
+
+    fn text(s: &str) -> Line {
+        Line::Text(s.to_owned())
+    }
+
+    #[tokio::test]
+    async fn several_lines_in_one_read_come_out_one_by_one() {
+        let lines = read_all(b"{\"op\":\"hello\"}\n\n{\"op\":\"status\"}\n").await;
+        assert_eq!(
+            lines,
+            [
+                text("{\"op\":\"hello\"}"),
+                text(""),
+                text("{\"op\":\"status\"}")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn final_line_without_newline_is_a_line() {
+        assert_eq!(read_all(b"a\nlast").await, [text("a"), text("last")]);
+    }
+
+    #[tokio::test]
+    async fn crlf_is_tolerated() {
+        assert_eq!(read_all(b"a\r\nb\r\n").await, [text("a"), text("b")]);
+    }
+
+    #[tokio::test]
+    async fn empty_input_is_eof() {
+        assert_eq!(read_all(b"").await, []);
+    }
+
+    #[tokio::test]
+    async fn line_of_exactly_max_line_is_accepted() {
+        let body = "x".repeat(MAX_LINE);
+        for ending in ["\n", "\r\n"] {
+            let input = format!("{body}{ending}next\n");
+            assert_eq!(
+                read_all(input.as_bytes()).await,
+                [text(&body), text("next")]
+            );
+        }
+        // The same as a final line without a newline.
+        assert_eq!(read_all(body.as_bytes()).await, [text(&body)]);
+    }
+
+    #[tokio::test]
+    async fn one_byte_over_max_line_is_too_large() {
+        for ending in ["\n", "\r\n", ""] {
+            let input = format!("{}{ending}", "x".repeat(MAX_LINE + 1));
+            let mut reader = BufReader::new(input.as_bytes());
+            let mut buf = Vec::new();
+            let line = read_line(&mut reader, &mut buf).await.expect("read");
+            assert_eq!(line, Line::TooLarge, "ending {ending:?}");
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn oversize_line_stops_reading_early() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let writer = tokio::spawn(async move {
+            let chunk = vec![b'x'; 4096];
+            // Far more than MAX_LINE; the reader stops and drops its end.
+            for _ in 0..(MAX_LINE / 4096) * 4 {
+                if tokio::io::AsyncWriteExt::write_all(&mut client, &chunk)
+                    .await
+                    .is_err()
+                {
+                    return true;
+                }
+            }
+            false
+        });
+        let mut reader = BufReader::with_capacity(1024, server);
+        let mut buf = Vec::new();
+        let line = read_line(&mut reader, &mut buf).await.expect("read");
+        assert_eq!(line, Line::TooLarge);
+        assert!(buf.capacity() <= 2 * MAX_LINE + 1024);
+        drop(reader);
+        assert!(writer.await.expect("writer task"), "writer saw the close");
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_is_reported_and_the_next_line_still_reads() {
+        let lines = read_all(b"{\"op\":\"\xff\"}\nok\n").await;
+        assert!(matches!(lines[0], Line::Invalid(_)), "{lines:?}");
+        assert_eq!(lines[1], text("ok"));
+    }
+
+    #[tokio::test]
+    async fn partial_line_survives_a_cancelled_read() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut reader = BufReader::new(server);
+        let mut buf = Vec::new();
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"{\"op\":")
+            .await
+            .expect("write");
+        // Poll the read once (it takes the partial line, then waits), then drop it.
+        tokio::select! {
+            biased;
+            line = read_line(&mut reader, &mut buf) => panic!("no full line yet: {line:?}"),
+            () = std::future::ready(()) => {}
+        }
+        assert_eq!(buf, b"{\"op\":");
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"\"hello\"}\n")
+            .await
+            .expect("write");
+        let line = read_line(&mut reader, &mut buf).await.expect("read");
+        assert_eq!(line, text("{\"op\":\"hello\"}"));
+    }
+
+    #[tokio::test]
+    async fn write_response_writes_one_line() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let response = Response::failure(None, WireError::too_large());
+        write_response(&mut client, &response).await.expect("write");
+        drop(client);
+        let mut out = String::new();
+        server.read_to_string(&mut out).await.expect("read");
+        assert!(out.starts_with("{\"ok\":false,\"error\":{\"code\":\"too_large\""));
+        assert!(
+            out.ends_with("}\n") && out.matches('\n').count() == 1,
+            "{out}"
+        );
+    }
+}
