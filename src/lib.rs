@@ -24,6 +24,7 @@
 
 pub mod backoff;
 pub mod cache;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod error;
@@ -34,8 +35,10 @@ pub mod protocol;
 pub mod prune;
 pub mod refresh;
 pub mod refresher;
+pub mod server;
 pub mod singleflight;
 pub mod source;
+pub mod stats;
 pub mod store;
 
 pub use cache::{Background, Cache, Ensured, Entry, RefreshState, Source};
