@@ -326,7 +326,11 @@ mod tests;
 /// The cache root: `$DISCOCACHE_ROOT`, else `$XDG_CACHE_HOME/discocache`,
 /// else `~/.cache/discocache`.
 pub fn default_root() -> PathBuf {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     env("DISCOCACHE_ROOT")
         .or_else(|| env("XDG_CACHE_HOME").map(|c| c.join("discocache")))
         .or_else(|| env("HOME").map(|h| h.join(".cache").join("discocache")))
@@ -336,7 +340,11 @@ pub fn default_root() -> PathBuf {
 /// The daemon socket: `$DISCOCACHE_SOCKET`, else
 /// `$XDG_RUNTIME_DIR/discocache.sock`, else `<root>/discocache.sock`.
 pub fn default_socket(root: &Path) -> PathBuf {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     env("DISCOCACHE_SOCKET")
         .or_else(|| env("XDG_RUNTIME_DIR").map(|d| d.join("discocache.sock")))
         .unwrap_or_else(|| root.join("discocache.sock"))
