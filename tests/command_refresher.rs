@@ -288,3 +288,25 @@ async fn pty_child_inherits_no_terminal_master() {
         "the master leaked into the child: {text}"
     );
 }
+
+#[tokio::test]
+async fn pty_large_output_arrives_whole() {
+    let script = "printf '['; seq -s, 1 200000 | tr -d '\\n'; printf ']\\n'";
+    let out = run(&pty_shell(script), GENEROUS).await.expect("run");
+    let values: Vec<u32> = serde_json::from_slice(&out).expect("a JSON array");
+    assert_eq!(values.len(), 200_000);
+    assert_eq!(values.last(), Some(&200_000));
+}
+
+#[tokio::test]
+async fn pty_missing_program_cannot_run() {
+    let spec = CommandSpec {
+        pty: true,
+        ..CommandSpec::new(vec!["discocache-test-no-such-program".into()])
+    };
+    let msg = run_err(&spec, GENEROUS).await;
+    assert_eq!(
+        msg,
+        "cannot run `discocache-test-no-such-program`: No such file or directory (os error 2)"
+    );
+}

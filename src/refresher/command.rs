@@ -29,7 +29,8 @@
 //! # Pseudo-terminal (`pty = true`)
 //!
 //! For tools that only print on a terminal. The child gets a fresh 250x50
-//! pseudo-terminal as stdin, stdout, stderr and controlling terminal. The
+//! pseudo-terminal as stdin, stdout, stderr and controlling terminal (nothing
+//! is ever typed on it, so a tool that waits for input meets the deadline). The
 //! master side is read until the slave is closed everywhere (same cap, same
 //! deadline, same group kill). Terminal escapes are stripped, CRLF becomes
 //! LF, and the last complete JSON object or array in the transcript is the
