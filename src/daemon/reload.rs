@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -11,6 +12,9 @@ use super::state::{Daemon, lock};
 use super::{notify, warm};
 use crate::config::{self, Config, ConfigError};
 use crate::source::SourceId;
+
+/// How long the config file must stay unchanged before it is reloaded.
+const SETTLE: Duration = Duration::from_millis(150);
 
 /// What asks for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,17 +104,25 @@ fn join(ids: &[SourceId]) -> String {
 /// events is one reload; a file event that leaves the text as it was
 /// loaded last is none.
 pub(crate) async fn run(d: Arc<Daemon>, mut triggers: mpsc::Receiver<Trigger>) {
-    let mut last_text = read_config_text(&d);
+    let mut last_text = read_config_text(&d).await;
     loop {
         let trigger = tokio::select! {
             () = d.shutdown.cancelled() => return,
             t = triggers.recv() => match t { Some(t) => t, None => return },
         };
         let mut signalled = trigger == Trigger::Signal;
-        while let Ok(more) = triggers.try_recv() {
-            signalled |= more == Trigger::Signal;
+        // Let a burst of writes settle (a file written in place is first
+        // truncated: an empty file is a valid config with no sources).
+        loop {
+            tokio::select! {
+                more = triggers.recv() => match more {
+                    Some(more) => signalled |= more == Trigger::Signal,
+                    None => return,
+                },
+                () = tokio::time::sleep(SETTLE) => break,
+            }
         }
-        let text = read_config_text(&d);
+        let text = read_config_text(&d).await;
         if !signalled && text == last_text {
             continue;
         }
@@ -124,7 +136,7 @@ pub(crate) async fn run(d: Arc<Daemon>, mut triggers: mpsc::Receiver<Trigger>) {
     }
 }
 
-fn read_config_text(d: &Daemon) -> Option<Vec<u8>> {
+async fn read_config_text(d: &Daemon) -> Option<Vec<u8>> {
     let path = config_file(d.explicit_config.as_deref())?;
-    std::fs::read(path).ok()
+    tokio::fs::read(path).await.ok()
 }

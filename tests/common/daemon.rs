@@ -182,9 +182,11 @@ impl TestDaemon {
         Raw::connect(&self.socket)
     }
 
-    /// Rewrites the config file.
+    /// Replaces the config file (by rename, as editors do).
     pub fn write_config(&self, text: &str) {
-        std::fs::write(&self.config, text).expect("rewrite config");
+        let tmp = self.config.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("write new config");
+        std::fs::rename(&tmp, &self.config).expect("replace config");
     }
 
     /// The status entry of one source, if configured.
@@ -194,7 +196,8 @@ impl TestDaemon {
         sources.into_iter().find(|s| s["source"] == source)
     }
 
-    /// Waits until `get never` serves the source, and returns the answer.
+    /// Waits until `get never` serves the source and no refresh of it is
+    /// running (so that its lock is free), and returns the answer.
     pub fn wait_data(&mut self, source: &str) -> Value {
         let socket = self.socket.clone();
         self.wait(&format!("data for {source}"), || {
@@ -202,7 +205,7 @@ impl TestDaemon {
             let r = c
                 .request(&json!({"op": "get", "source": source, "refresh": "never"}))
                 .ok()?;
-            (r["ok"] == true).then_some(r)
+            (r["ok"] == true && r["refresh"]["in_flight"] == false).then_some(r)
         })
     }
 }

@@ -22,13 +22,14 @@ fn stalled_connections_do_not_stop_others_and_only_past_the_cap_are_busy() {
     );
     stalled.extend((0..100).map(|_| UnixStream::connect(&d.socket).expect("connect")));
     let mut busy = 0;
-    for stream in stalled {
+    // Every stream stays open until all are answered: none frees a slot.
+    for stream in &stalled {
         stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
         // A refused connection may already be closed: the write can fail,
         // the `busy` line is still there to read.
-        let _ = (&stream).write_all(b"{\"op\":\"hello\"}\n");
+        let _ = (&*stream).write_all(b"{\"op\":\"hello\"}\n");
         let mut line = String::new();
-        BufReader::new(&stream)
+        BufReader::new(stream)
             .read_line(&mut line)
             .expect("read an answer");
         let answer: serde_json::Value = serde_json::from_str(&line).expect("JSON answer");

@@ -16,6 +16,12 @@ fn get_refresh_state_and_status_over_a_raw_socket() {
     let mut d = TestDaemon::start(&config(&counter_source("t/count", "1h", &counter)));
     d.wait_data("t/count");
     let mut raw = d.raw();
+    let hits = |stats: &Value| {
+        stats["sources"]["t/count"]["fresh_hits"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let hits_before = hits(&raw.ask(r#"{"op":"stats"}"#));
     let got = raw.ask(r#"{"op":"get","id":"g1","source":"t/count","refresh":"never"}"#);
     assert_eq!(got["ok"], true, "{got}");
     assert_eq!(got["id"], "g1");
@@ -49,8 +55,8 @@ fn get_refresh_state_and_status_over_a_raw_socket() {
     let forced = raw.ask(r#"{"op":"get","source":"t/count","refresh":"force"}"#);
     assert_eq!(forced["data"], json!({"n": 3}), "{forced}");
     let stats = raw.ask(r#"{"op":"stats"}"#);
-    // wait_data, `never`, `force`: three reads of fresh data.
-    assert_eq!(stats["sources"]["t/count"]["fresh_hits"], 3, "{stats}");
+    // `never` and `force`: two reads of fresh data.
+    assert_eq!(hits(&stats), hits_before + 2, "{stats}");
     assert!(
         stats["sources"]["t/count"]["refresh_ok"].as_u64() >= Some(3),
         "{stats}"
@@ -146,7 +152,9 @@ fn every_error_code_from_real_inputs_and_the_connection_stays_usable() {
 
     // An oversize line: too_large, then the connection is closed.
     let big = format!(r#"{{"op":"hello","pad":"{}"}}"#, "x".repeat(70 * 1024));
-    let answer = raw.ask(&big);
+    // The daemon closes before reading it all: the write may fail.
+    let _ = std::io::Write::write_all(&mut raw.writer, format!("{big}\n").as_bytes());
+    let answer = raw.recv().expect("an answer");
     assert_eq!(code(&answer), "too_large", "{answer}");
     assert!(raw.recv().is_none(), "connection closed after too_large");
     assert_eq!(
