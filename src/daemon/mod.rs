@@ -1,11 +1,11 @@
 //! The daemon: `discocache serve`.
 //!
-//! [`run`] builds the runtime and wires the parts: the config
-//! ([`reload`]), the socket ([`socket`]) and its server
-//! ([`crate::server`]) answering the ops of [`ops`], warm-keeping
-//! ([`warm`]), file watching ([`watch`]), the periodic reconcile
-//! ([`reconcile`]), signals ([`signals`]) and systemd notifications
-//! ([`notify`]). The shared state is [`state`].
+//! [`run`] builds the runtime and wires the parts (private modules): the
+//! config (`reload`), the socket (`socket`) and its server
+//! ([`crate::server`]) answering the ops (`ops`), warm-keeping (`warm`),
+//! file watching (`watch`), the periodic reconcile (`reconcile`), signals
+//! (`signals`) and systemd notifications (`notify`). The shared state is
+//! in `state`.
 //!
 //! Shutdown: a SIGTERM/SIGINT stops accepting and serving, lets in-flight
 //! refreshes run up to `shutdown_grace`, then drops them (a command's
