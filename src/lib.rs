@@ -22,12 +22,16 @@
 //! - [`config`]: the TOML config.
 //! - [`cli`]: the `discocache` command line.
 //! - [`protocol`]: socket protocol v1 types and framing.
-//! - [`daemon`]: `discocache serve`.
+//! - [`daemon`]: `discocache serve`: warm keeping, watchers, signals, systemd.
+//! - [`server`]: the Unix socket server (connection cap, idle timeout, peer check).
+//! - [`client`]: a blocking client for the socket.
+//! - [`stats`]: counters, persistence and Prometheus metrics.
 //! - [`error`]: the library's [`Error`].
 
 pub mod backoff;
 pub mod cache;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod error;
@@ -38,8 +42,10 @@ pub mod protocol;
 pub mod prune;
 pub mod refresh;
 pub mod refresher;
+pub mod server;
 pub mod singleflight;
 pub mod source;
+pub mod stats;
 pub mod store;
 
 pub use cache::{Background, Cache, Ensured, Entry, RefreshState, Source};

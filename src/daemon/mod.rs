@@ -1,6 +1,43 @@
 //! The daemon: `discocache serve`.
+//!
+//! [`run`] builds the runtime and wires the parts (private modules): the
+//! config (`reload`), the socket (`socket`) and its server
+//! ([`crate::server`]) answering the ops (`ops`), warm-keeping (`warm`),
+//! file watching (`watch`), the periodic reconcile (`reconcile`), signals
+//! (`signals`) and systemd notifications (`notify`). The shared state is
+//! in `state`.
+//!
+//! Shutdown: a SIGTERM/SIGINT stops accepting and serving, lets in-flight
+//! refreshes run up to `shutdown_grace`, then drops them (a command's
+//! process group is killed, its lock released and its marker removed),
+//! persists the counters, removes the socket and returns `Ok`.
 
+mod notify;
+mod ops;
+mod reconcile;
+mod reload;
+mod signals;
+mod socket;
+mod state;
+mod warm;
+mod watch;
+
+use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::Cache;
+use crate::server::{self, Limits};
+use crate::stats::Stats;
+use state::{Daemon, blocking};
+
+/// How long dropped tasks get to wind down after the grace.
+const ABORT_WAIT: Duration = Duration::from_secs(2);
 
 /// What `discocache serve` was asked to run with.
 #[derive(Debug, Clone)]
@@ -14,11 +51,129 @@ pub struct ServeOptions {
     pub config: Option<PathBuf>,
 }
 
-/// Runs the daemon until SIGTERM/SIGINT.
+/// Runs the daemon until SIGTERM/SIGINT, logging to stderr (filter with
+/// `DISCOCACHE_LOG`, e.g. `debug`; default `info`).
 ///
 /// # Errors
 ///
-/// Not implemented yet.
+/// When the daemon cannot start: the config does not load (every problem
+/// with its line), the root cannot be created, another daemon already
+/// serves on the socket, or the socket cannot be bound.
 pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
-    anyhow::bail!("serve is not implemented yet ({})", opts.root.display())
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("discocache")
+        .build()
+        .context("start the async runtime")?;
+    let served = runtime.block_on(serve(opts));
+    // Drops every task still running: refreshers are killed, locks released.
+    runtime.shutdown_timeout(ABORT_WAIT);
+    let stopped = served?;
+    if let Err(e) = stopped.daemon.stats.persist() {
+        tracing::warn!("cannot persist the counters: {e}");
+    }
+    drop(stopped.socket);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DISCOCACHE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// What is left to do once the runtime is gone.
+struct Stopped {
+    daemon: Arc<Daemon>,
+    socket: Option<socket::SocketGuard>,
+}
+
+/// Starts everything, serves until the shutdown signal, and waits for
+/// in-flight work up to the grace.
+async fn serve(opts: ServeOptions) -> anyhow::Result<Stopped> {
+    let config =
+        reload::resolve(opts.config.as_deref()).map_err(|e| anyhow::anyhow!("{}", e.render()))?;
+    let cache = Cache::open(&opts.root)
+        .with_context(|| format!("open the cache root {}", opts.root.display()))?;
+    let c = cache.clone();
+    let recovered = blocking(move || c.recover())
+        .await
+        .context("recover the cache root")?;
+    if !recovered.removed.is_empty() {
+        tracing::info!(
+            "recovery removed {} leftover files",
+            recovered.removed.len()
+        );
+    }
+    let stats = Stats::load(&cache.layout().state_dir()).unwrap_or_else(|e| {
+        tracing::warn!("{e}; counting from zero");
+        Stats::empty(&cache.layout().state_dir())
+    });
+    let listening = socket::listen(&opts.socket)?;
+    tracing::info!("config {}: {} sources", config.origin, config.sources.len());
+    let d = Arc::new(Daemon::new(
+        cache,
+        opts.socket.clone(),
+        config,
+        opts.config.clone(),
+        stats,
+    ));
+    d.prime().await;
+    d.start_seeding(empty_sources(&d));
+    let (reloads, triggers) = mpsc::channel(8);
+    signals::spawn(&d, reloads.clone()).context("install signal handlers")?;
+    let _watcher = watch::start(&d, reloads);
+    d.tracker.spawn(reload::run(Arc::clone(&d), triggers));
+    d.tracker.spawn(reconcile::run(Arc::clone(&d)));
+    warm::sync(&d);
+    let service = Arc::clone(&d);
+    let (shutdown, tracker) = (d.shutdown.clone(), d.tracker.clone());
+    d.tracker.spawn(server::serve(
+        listening.listener,
+        service,
+        Limits::default(),
+        shutdown,
+        tracker,
+    ));
+    let watchdog = CancellationToken::new();
+    notify::spawn_watchdog(watchdog.clone());
+    notify::ready(&d.stats);
+    d.shutdown.cancelled().await;
+    notify::stopping();
+    wind_down(&d).await;
+    watchdog.cancel();
+    Ok(Stopped {
+        daemon: d,
+        socket: listening.guard,
+    })
+}
+
+/// Configured sources with no payload on disk.
+fn empty_sources(d: &Daemon) -> BTreeSet<crate::source::SourceId> {
+    let layout = d.cache.layout();
+    d.config()
+        .sources
+        .iter()
+        .filter(|s| !layout.payload(&s.id).exists())
+        .map(|s| s.id.clone())
+        .collect()
+}
+
+/// Waits for tracked work to finish, up to the grace (or a second signal).
+async fn wind_down(d: &Daemon) {
+    d.tracker.close();
+    let grace = d.config().daemon.shutdown_grace;
+    tokio::select! {
+        () = d.tracker.wait() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!("refreshes still running after the grace of {}; stopping them", humantime::format_duration(grace));
+        }
+        () = d.abort.cancelled() => {}
+    }
 }

@@ -1,0 +1,195 @@
+//! `get` and `invalidate`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use super::{Fields, fields, internal, state_json, wire};
+use crate::cache::Entry;
+use crate::config::SourceConfig;
+use crate::daemon::state::{Daemon, blocking};
+use crate::error::Error;
+use crate::lock::SourceLock;
+use crate::meta::Timestamp;
+use crate::protocol::{
+    ErrorCode, Event, EventKind, GetBody, GetRequest, RefreshMode, WireError, embed_payload,
+    timestamp,
+};
+use crate::source::SourceId;
+use crate::stats::{Counter, millis};
+use crate::store;
+
+/// `get`: serve what is on disk, refreshing first or in the background as
+/// the request asks.
+pub(super) async fn get(d: &Arc<Daemon>, req: GetRequest) -> Result<GetBody, WireError> {
+    let sc = d.known(&req.source)?;
+    let mut entry = d.read(&sc).await.map_err(|e| wire(&e))?;
+    let stale = |e: &Option<Entry>| e.as_ref().is_none_or(|e| too_old(e, req.max_age_ms));
+    match req.refresh {
+        RefreshMode::Never => {}
+        RefreshMode::IfStale if stale(&entry) => background(d, &sc),
+        RefreshMode::IfStale => {}
+        RefreshMode::WaitIfStale if stale(&entry) && !backing_off(&entry) => {
+            // Stale data beats no data: a failure only fails a miss.
+            if let (Err(e), None) = (d.refresh(&sc).await, &entry) {
+                return Err(wire(&e));
+            }
+            entry = d.read(&sc).await.map_err(|e| wire(&e))?;
+        }
+        RefreshMode::WaitIfStale => {}
+        RefreshMode::Force => {
+            d.refresh(&sc).await.map_err(|e| wire(&e))?;
+            entry = d.read(&sc).await.map_err(|e| wire(&e))?;
+        }
+    }
+    serve(d, &sc, entry, &req).await
+}
+
+/// Older than its ttl, or than the request's `max_age_ms`.
+fn too_old(entry: &Entry, max_age_ms: Option<u64>) -> bool {
+    entry.stale() || max_age_ms.is_some_and(|max| millis(entry.age) > max)
+}
+
+/// The last attempt failed and its retry time has not come.
+fn backing_off(entry: &Option<Entry>) -> bool {
+    let retry = entry
+        .as_ref()
+        .and_then(|e| e.meta.as_ref())
+        .and_then(|m| m.next_retry_at);
+    retry.is_some_and(|t| t > Timestamp::now())
+}
+
+/// Starts a refresh that nobody waits for, unless the source is backing off.
+fn background(d: &Arc<Daemon>, sc: &SourceConfig) {
+    let (daemon, sc) = (Arc::clone(d), sc.clone());
+    d.tracker.spawn(async move {
+        let (cache, id) = (daemon.cache.clone(), sc.id.clone());
+        let retry = blocking(move || Ok(cache.meta(&id)?.and_then(|m| m.next_retry_at))).await;
+        if retry.is_ok_and(|r| r.is_none_or(|t| t <= Timestamp::now())) {
+            let _ = daemon.refresh(&sc).await;
+        }
+    });
+}
+
+/// Builds the answer from what was read, counting a hit or a miss.
+async fn serve(
+    d: &Daemon,
+    sc: &SourceConfig,
+    entry: Option<Entry>,
+    req: &GetRequest,
+) -> Result<GetBody, WireError> {
+    let Some(entry) = entry.filter(|e| !e.expired) else {
+        d.stats.count(&sc.id, Counter::Miss);
+        return Err(no_data(d, sc).await);
+    };
+    let stale = too_old(&entry, req.max_age_ms);
+    let counter = if stale {
+        Counter::StaleHit
+    } else {
+        Counter::FreshHit
+    };
+    d.stats.count(&sc.id, counter);
+    let (cache, id) = (d.cache.clone(), sc.id.clone());
+    let state = blocking(move || cache.refresh_state(&id))
+        .await
+        .map_err(|e| wire(&e))?;
+    let meta = match (&entry.meta, req.meta) {
+        (Some(m), true) => Some(serde_json::to_value(m).map_err(|e| internal(e.to_string()))?),
+        _ => None,
+    };
+    Ok(GetBody {
+        revision: entry.revision().unwrap_or(state.revision),
+        age_ms: millis(entry.age),
+        fresh: entry.fresh,
+        stale,
+        expired: entry.expired,
+        fetched_at: timestamp(entry.fetched_at),
+        refresh: Some(state_json(&state)),
+        meta,
+        data: Some(embed_payload(entry.data)?),
+    })
+}
+
+/// The `no_data` error, with the last refresh error when there is one.
+async fn no_data(d: &Daemon, sc: &SourceConfig) -> WireError {
+    let (cache, id) = (d.cache.clone(), sc.id.clone());
+    let last = blocking(move || cache.refresh_state(&id))
+        .await
+        .ok()
+        .and_then(|s| s.last_error);
+    let policy = &sc.policy;
+    let why = match (last, policy.max_stale) {
+        (Some(error), _) => format!(
+            "{} has no data to serve; its last refresh failed: {error}",
+            sc.id
+        ),
+        (None, Some(max)) => format!(
+            "{} has no data to serve (none yet, or older than its max_stale of {})",
+            sc.id,
+            humantime::format_duration(max)
+        ),
+        (None, None) => format!("{} has no data yet", sc.id),
+    };
+    WireError::new(ErrorCode::NoData, why)
+}
+
+/// `invalidate`: a soft purge. The payload's mtime is set back so that its
+/// age is exactly its ttl: every reader (this daemon, the library, a reader
+/// of mtimes) sees it stale, it is still served, and the daemon refreshes it
+/// in the background. The sidecar is left as it is. Skipped when a refresh
+/// holds the source (it is about to be replaced anyway).
+pub(super) async fn invalidate(d: &Daemon, id: &SourceId) -> Result<Fields, WireError> {
+    let sc = d.known(id)?;
+    let (cache, key, ttl) = (d.cache.clone(), id.clone(), sc.policy.ttl);
+    let done = blocking(move || mark_stale(&cache, &key, ttl))
+        .await
+        .map_err(|e| wire(&e))?;
+    if done == Marked::Yes {
+        let _ = d.events.send(Event::new(
+            EventKind::Invalidated,
+            id.clone(),
+            SystemTime::now(),
+        ));
+        d.warm.wake(id);
+    }
+    let reason: Value = match done {
+        Marked::Yes => Value::Null,
+        Marked::NoData => "no data".into(),
+        Marked::AlreadyStale => "already stale".into(),
+        Marked::Refreshing => "a refresh is running".into(),
+    };
+    Ok(fields([
+        ("source", id.to_string().into()),
+        ("invalidated", (done == Marked::Yes).into()),
+        ("skipped", reason),
+    ]))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marked {
+    Yes,
+    NoData,
+    AlreadyStale,
+    Refreshing,
+}
+
+fn mark_stale(cache: &crate::Cache, id: &SourceId, ttl: Duration) -> crate::Result<Marked> {
+    let path = cache.layout().payload(id);
+    let modified = match std::fs::metadata(&path).and_then(|m| m.modified()) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Marked::NoData),
+        Err(e) => return Err(Error::io("stat payload", &path, e)),
+    };
+    let Some(stale_at) = SystemTime::now().checked_sub(ttl) else {
+        return Ok(Marked::AlreadyStale);
+    };
+    if modified <= stale_at {
+        return Ok(Marked::AlreadyStale);
+    }
+    let Some(_lock) = SourceLock::try_acquire(&cache.layout().lock(id))? else {
+        return Ok(Marked::Refreshing);
+    };
+    store::touch(&path, stale_at)?;
+    Ok(Marked::Yes)
+}

@@ -1,0 +1,156 @@
+//! Watching the root and the config file with `notify`.
+//!
+//! The watcher's callback runs on notify's thread and never blocks: it
+//! `try_send`s into a bounded channel, and when that is full it sets a flag
+//! that makes the consumer look at every source again. The consumer turns
+//! changes of payloads and sidecars into [`Daemon::observe`] calls (which
+//! publish watch events and reschedule warm-keeping), and changes of the
+//! config file into reload triggers.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::reload::{self, Trigger};
+use super::state::Daemon;
+use crate::layout::{self, FileKind};
+use crate::source::SourceId;
+
+/// How many file events may wait for the consumer.
+const BACKLOG: usize = 1024;
+
+/// Starts watching; the watcher stops when the returned value is dropped.
+/// A failure to watch is logged: the daemon still works, it only learns
+/// of other processes' commits at the next reconcile.
+pub(crate) fn start(d: &Arc<Daemon>, reloads: mpsc::Sender<Trigger>) -> Option<RecommendedWatcher> {
+    let (tx, rx) = mpsc::channel(BACKLOG);
+    let overflow = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&overflow);
+    let callback = move |event: notify::Result<notify::Event>| match event {
+        Ok(event) => {
+            if tx.try_send(event).is_err() {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }
+        Err(e) => tracing::warn!("file watcher: {e}"),
+    };
+    let mut watcher = match notify::recommended_watcher(callback) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(
+                "cannot watch files: {e}; changes by other processes are seen at the next reconcile"
+            );
+            return None;
+        }
+    };
+    let root = d.cache.layout().root().to_path_buf();
+    if let Err(e) = watcher.watch(&root, RecursiveMode::Recursive) {
+        tracing::warn!("cannot watch {}: {e}", root.display());
+    }
+    let config = reload::config_file(d.explicit_config.as_deref());
+    let config = config.and_then(|file| watch_config(&mut watcher, file));
+    let consumer = Consumer {
+        d: Arc::clone(d),
+        root,
+        config,
+        reloads,
+        overflow,
+    };
+    d.tracker.spawn(consumer.run(rx));
+    Some(watcher)
+}
+
+/// Watches the directory of the config file (editors replace files by
+/// rename); returns the file's path when its directory exists.
+fn watch_config(watcher: &mut RecommendedWatcher, file: PathBuf) -> Option<PathBuf> {
+    let dir = file.parent().filter(|d| d.is_dir())?;
+    match watcher.watch(dir, RecursiveMode::NonRecursive) {
+        Ok(()) => Some(file),
+        Err(e) => {
+            tracing::warn!("cannot watch {}: {e}; use SIGHUP to reload", dir.display());
+            None
+        }
+    }
+}
+
+struct Consumer {
+    d: Arc<Daemon>,
+    root: PathBuf,
+    config: Option<PathBuf>,
+    reloads: mpsc::Sender<Trigger>,
+    overflow: Arc<AtomicBool>,
+}
+
+impl Consumer {
+    async fn run(self, mut rx: mpsc::Receiver<notify::Event>) {
+        loop {
+            let event = tokio::select! {
+                () = self.d.shutdown.cancelled() => return,
+                e = rx.recv() => match e { Some(e) => e, None => return },
+            };
+            let mut touched = BTreeSet::new();
+            self.sort(&event, &mut touched);
+            while let Ok(more) = rx.try_recv() {
+                self.sort(&more, &mut touched);
+            }
+            for id in &touched {
+                self.d.observe(id).await;
+            }
+            if self.overflow.swap(false, Ordering::SeqCst) {
+                tracing::debug!("file events overflowed; looking at every source");
+                self.d.observe_all().await;
+            }
+        }
+    }
+
+    /// Collects the sources an event touched; sends a reload trigger when
+    /// it touched the config file.
+    fn sort(&self, event: &notify::Event, touched: &mut BTreeSet<SourceId>) {
+        for path in &event.paths {
+            if self.config.as_deref() == Some(path.as_path()) {
+                let _ = self.reloads.try_send(Trigger::FileChanged);
+            } else if let Some(id) = source_of(&self.root, path) {
+                touched.insert(id);
+            }
+        }
+    }
+}
+
+/// The source whose payload or sidecar this path is.
+fn source_of(root: &Path, path: &Path) -> Option<SourceId> {
+    let rel = path.strip_prefix(root).ok()?;
+    let mut parts = rel.iter();
+    let (tier, file) = (parts.next()?.to_str()?, parts.next()?.to_str()?);
+    if parts.next().is_some() || !layout::is_tier_dir(tier) {
+        return None;
+    }
+    match layout::classify(file)? {
+        (name, FileKind::Payload | FileKind::Sidecar) => SourceId::new(tier, &name).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_and_sidecars_name_their_source_and_nothing_else_does() {
+        let root = Path::new("/r");
+        let id = |p: &str| source_of(root, Path::new(p)).map(|s| s.to_string());
+        assert_eq!(id("/r/discovery/x.json").as_deref(), Some("discovery/x"));
+        assert_eq!(
+            id("/r/discovery/x.meta.json").as_deref(),
+            Some("discovery/x")
+        );
+        assert_eq!(id("/r/discovery/x.lock"), None);
+        assert_eq!(id("/r/discovery/.x.abc.tmp"), None);
+        assert_eq!(id("/r/.discocache/stats.json"), None);
+        assert_eq!(id("/r/discocache.sock"), None);
+        assert_eq!(id("/elsewhere/discovery/x.json"), None);
+    }
+}

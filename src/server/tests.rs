@@ -1,0 +1,122 @@
+//! The transport rules with a trivial service and small limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::*;
+use crate::protocol::Response;
+
+/// Answers every request with `{"ok": true, "echo": <op>}`.
+struct Echo;
+
+impl Service for Echo {
+    fn call(self: &Arc<Self>, request: Envelope) -> impl Future<Output = Answer> + Send {
+        let op = serde_json::to_value(&request.request).map(|v| v["op"].clone());
+        async move {
+            Answer::of(
+                &Response::ok(request.id.clone()).with("echo", op.unwrap_or_default()),
+                None,
+            )
+        }
+    }
+}
+
+struct Running {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+fn start(limits: Limits) -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());
+    tracker.spawn(serve(
+        listener,
+        Arc::new(Echo),
+        limits,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    Running {
+        _dir: dir,
+        path,
+        shutdown,
+        tracker,
+    }
+}
+
+async fn line(reader: &mut BufReader<UnixStream>) -> Option<serde_json::Value> {
+    let mut text = String::new();
+    let n = reader.read_line(&mut text).await.expect("read");
+    (n > 0).then(|| serde_json::from_str(&text).expect("JSON"))
+}
+
+async fn ask(reader: &mut BufReader<UnixStream>, text: &[u8]) -> serde_json::Value {
+    reader.get_mut().write_all(text).await.expect("write");
+    line(reader).await.expect("an answer")
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let s = start(limits);
+    let mut idle = BufReader::new(UnixStream::connect(&s.path).await.expect("connect"));
+    let mut active = BufReader::new(UnixStream::connect(&s.path).await.expect("connect"));
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            ask(&mut active, b"{\"op\":\"hello\"}\n").await["echo"],
+            "hello"
+        );
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(5), line(&mut idle)).await;
+    assert_eq!(
+        closed.expect("closed within the deadline"),
+        None,
+        "idle connection closed"
+    );
+    s.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn blank_and_bad_lines_keep_the_connection_and_shutdown_closes_it() {
+    let s = start(Limits::default());
+    let mut c = BufReader::new(UnixStream::connect(&s.path).await.expect("connect"));
+    let bad = ask(&mut c, b"\n  \n[1]\n").await;
+    assert_eq!(bad["error"]["code"], "bad_request", "{bad}");
+    let bytes = ask(&mut c, b"\"\xff\"\n").await;
+    assert_eq!(bytes["ok"], false, "{bytes}");
+    assert_eq!(ask(&mut c, b"{\"op\":\"stats\",\"id\":5}\n").await["id"], 5);
+    s.shutdown.cancel();
+    s.tracker.close();
+    tokio::time::timeout(Duration::from_secs(5), s.tracker.wait())
+        .await
+        .expect("every task ended");
+    assert_eq!(line(&mut c).await, None, "closed on shutdown");
+}
+
+#[tokio::test]
+async fn past_the_cap_a_client_is_told_busy() {
+    let s = start(Limits {
+        max_connections: 1,
+        ..Limits::default()
+    });
+    let mut first = BufReader::new(UnixStream::connect(&s.path).await.expect("connect"));
+    assert_eq!(ask(&mut first, b"{\"op\":\"hello\"}\n").await["ok"], true);
+    let mut second = BufReader::new(UnixStream::connect(&s.path).await.expect("connect"));
+    let busy = line(&mut second).await.expect("an answer");
+    assert_eq!(busy["error"]["code"], "busy", "{busy}");
+    assert_eq!(line(&mut second).await, None);
+    s.shutdown.cancel();
+}

@@ -1,0 +1,47 @@
+//! The connection cap under hundreds of stalled connections.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+
+use crate::common::daemon::{DEADLINE, Raw, TestDaemon, config, sh_source};
+
+/// The daemon's default connection cap.
+const CAP: usize = 256;
+
+#[test]
+fn stalled_connections_do_not_stop_others_and_only_past_the_cap_are_busy() {
+    let d = TestDaemon::start(&config(&sh_source("t/a", "1h", "10s", "echo '{}'")));
+    let mut stalled: Vec<UnixStream> = (0..200)
+        .map(|_| UnixStream::connect(&d.socket).expect("connect"))
+        .collect();
+    let mut served = Raw::connect(&d.socket);
+    assert_eq!(
+        served.ask(r#"{"op":"hello"}"#)["ok"],
+        true,
+        "served among 200 stalled connections"
+    );
+    stalled.extend((0..100).map(|_| UnixStream::connect(&d.socket).expect("connect")));
+    let mut busy = 0;
+    // Every stream stays open until all are answered: none frees a slot.
+    for stream in &stalled {
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        // A refused connection may already be closed: the write can fail,
+        // the `busy` line is still there to read.
+        let _ = (&*stream).write_all(b"{\"op\":\"hello\"}\n");
+        let mut line = String::new();
+        BufReader::new(stream)
+            .read_line(&mut line)
+            .expect("read an answer");
+        let answer: serde_json::Value = serde_json::from_str(&line).expect("JSON answer");
+        if answer["ok"] == false {
+            assert_eq!(answer["error"]["code"], "busy", "{answer}");
+            busy += 1;
+        }
+    }
+    assert_eq!(
+        busy,
+        300 + 1 - CAP,
+        "exactly the connections past the cap are busy"
+    );
+    assert_eq!(served.ask(r#"{"op":"hello"}"#)["ok"], true);
+}
