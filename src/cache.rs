@@ -111,7 +111,8 @@ pub enum Ensured {
 }
 
 /// A source's refresh state, for observers.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RefreshState {
     /// A refresh runs now (in this process, or a live marker elsewhere).
     pub in_flight: bool,

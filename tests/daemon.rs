@@ -2,6 +2,8 @@
 
 mod common;
 
+#[path = "daemon/cli.rs"]
+mod cli;
 #[path = "daemon/lifecycle.rs"]
 mod lifecycle;
 #[path = "daemon/limits.rs"]

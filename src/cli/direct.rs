@@ -137,11 +137,16 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
     }
 }
 
-struct GetOpts {
-    meta: bool,
-    max_age: Option<Duration>,
-    refresh: RefreshArg,
-    allow_expired: bool,
+/// What `get` was asked for.
+pub struct GetOpts {
+    /// Print the envelope.
+    pub meta: bool,
+    /// Fail with exit 4 past this age.
+    pub max_age: Option<Duration>,
+    /// When to refresh.
+    pub refresh: RefreshArg,
+    /// Print expired data.
+    pub allow_expired: bool,
 }
 
 async fn get(direct: &Direct, id: &SourceId, opts: GetOpts) -> anyhow::Result<Exit> {
@@ -344,6 +349,22 @@ fn prune(direct: &Direct, dry_run: bool) -> anyhow::Result<Exit> {
     let active: BTreeSet<SourceId> = config.sources.iter().map(|s| s.id.clone()).collect();
     let report = direct.cache.prune(&active, dry_run)?;
     output::pruned(&mut std::io::stdout().lock(), &report, dry_run)?;
+    Ok(Exit::Ok)
+}
+
+/// Prints a source's payload from disk, whatever its age (`get
+/// --allow-expired` when the daemon declines to serve expired data).
+///
+/// # Errors
+///
+/// Exit 3 when there is no payload.
+pub fn print_expired(ctx: &Ctx, id: &SourceId) -> anyhow::Result<Exit> {
+    let direct = Direct::open(ctx)?;
+    let entry = direct.cache.read(&direct.source(id))?;
+    let entry = entry.ok_or_else(|| Fail::exit(Exit::NoData, format!("{id}: no data")))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&entry.data)?;
+    out.flush()?;
     Ok(Exit::Ok)
 }
 

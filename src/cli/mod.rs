@@ -4,6 +4,7 @@
 mod args;
 mod direct;
 mod output;
+mod remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +79,7 @@ fn init_logging(daemon: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -144,6 +146,9 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             direct::config_check(&ctx, file)
         }
         other => {
+            if let Some(client) = remote::connect(&ctx, cli.no_daemon) {
+                return remote::run(&ctx, client, other);
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

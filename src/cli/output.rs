@@ -108,6 +108,36 @@ impl Row {
     }
 }
 
+impl Row {
+    /// A row from one source of the daemon's `status` answer.
+    pub fn from_daemon(v: &serde_json::Value) -> Self {
+        let refresh: RefreshState =
+            serde_json::from_value(v["refresh"].clone()).unwrap_or_default();
+        let flag = |k: &str| v[k].as_bool().unwrap_or(false);
+        let state = match (flag("has_data"), flag("expired"), flag("fresh")) {
+            (false, _, _) => "no data",
+            (true, true, _) => "expired",
+            (true, false, true) => "fresh",
+            (true, false, false) => "stale",
+        };
+        Self {
+            source: v["source"].as_str().unwrap_or("?").to_owned(),
+            configured: true,
+            state,
+            age_ms: v["age_ms"].as_u64(),
+            ttl_ms: v["ttl_ms"].as_u64().unwrap_or(0),
+            revision: v["revision"].as_u64().unwrap_or(0),
+            fresh: flag("fresh"),
+            expired: flag("expired"),
+            in_flight: refresh.in_flight,
+            consecutive_failures: refresh.consecutive_failures,
+            last_error: refresh.last_error,
+            last_attempt_at: refresh.last_attempt_at,
+            next_retry_at: refresh.next_retry_at,
+        }
+    }
+}
+
 /// The `status` table.
 ///
 /// # Errors
