@@ -384,7 +384,7 @@ impl Cache {
 }
 
 /// Runs blocking file work on tokio's blocking pool.
-async fn blocking<T, F>(f: F) -> Result<T>
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
 where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,

@@ -322,16 +322,7 @@ fn status(direct: &Direct, json: bool) -> anyhow::Result<Exit> {
 }
 
 fn state(direct: &Direct, id: &SourceId, json: bool) -> anyhow::Result<Exit> {
-    let state = direct.cache.refresh_state(id)?;
-    let mut out = std::io::stdout().lock();
-    if json {
-        let mut value = serde_json::to_value(&state)?;
-        value["source"] = id.to_string().into();
-        serde_json::to_writer_pretty(&mut out, &value)?;
-        writeln!(out)?;
-    } else {
-        output::state(&mut out, id, &state)?;
-    }
+    output::print_state(id, &direct.cache.refresh_state(id)?, json)?;
     Ok(Exit::Ok)
 }
 

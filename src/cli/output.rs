@@ -186,12 +186,25 @@ pub fn table(out: &mut impl Write, rows: &[Row]) -> io::Result<()> {
     Ok(())
 }
 
-/// `state` for people.
+/// `state`: JSON for programs, lines for people.
 ///
 /// # Errors
 ///
 /// When stdout cannot be written.
-pub fn state(out: &mut impl Write, id: &SourceId, s: &RefreshState) -> io::Result<()> {
+pub fn print_state(id: &SourceId, state: &RefreshState, json: bool) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    if json {
+        let mut value = serde_json::to_value(state)?;
+        value["source"] = id.to_string().into();
+        serde_json::to_writer_pretty(&mut out, &value)?;
+        writeln!(out)?;
+    } else {
+        human_state(&mut out, id, state)?;
+    }
+    Ok(())
+}
+
+fn human_state(out: &mut impl Write, id: &SourceId, s: &RefreshState) -> io::Result<()> {
     let opt = |t: Option<Timestamp>| t.map_or("-".to_owned(), |t| t.to_string());
     writeln!(out, "source:               {id}")?;
     writeln!(out, "revision:             {}", s.revision)?;

@@ -230,15 +230,7 @@ fn state(client: &mut Client, id: &SourceId, json: bool) -> anyhow::Result<Exit>
     let reply = ask(client, json!({"op": "state", "source": id}))?;
     let mut state: RefreshState = serde_json::from_value(reply["refresh"].clone())?;
     state.revision = reply["revision"].as_u64().unwrap_or(0);
-    let mut out = std::io::stdout().lock();
-    if json {
-        let mut value = serde_json::to_value(&state)?;
-        value["source"] = id.to_string().into();
-        serde_json::to_writer_pretty(&mut out, &value)?;
-        writeln!(out)?;
-    } else {
-        output::state(&mut out, id, &state)?;
-    }
+    output::print_state(id, &state, json)?;
     Ok(Exit::Ok)
 }
 

@@ -111,18 +111,7 @@ fn watch(d: &Daemon, sources: Option<Vec<SourceId>>, id: Option<Value>) -> Answe
 
 /// The refresh state as JSON.
 pub(crate) fn state_json(s: &RefreshState) -> Value {
-    json!({
-        "in_flight": s.in_flight,
-        "pid": s.pid,
-        "started_at": s.started_at,
-        "deadline": s.deadline,
-        "abandoned": s.abandoned,
-        "failed": s.failed,
-        "last_error": s.last_error,
-        "last_attempt_at": s.last_attempt_at,
-        "consecutive_failures": s.consecutive_failures,
-        "next_retry_at": s.next_retry_at,
-    })
+    serde_json::to_value(s).unwrap_or_default()
 }
 
 /// `state`: the refresh state of one source.

@@ -255,16 +255,7 @@ pub(crate) fn cache_source(sc: &SourceConfig) -> Source {
     Source::new(sc.id.clone(), sc.policy.clone())
 }
 
-/// Runs file work on the blocking pool.
-pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
-where
-    F: FnOnce() -> Result<T> + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
-}
+pub(crate) use crate::cache::blocking;
 
 /// What is on disk for a source: present or not, revision, last attempt.
 fn look(cache: &Cache, id: &SourceId) -> Result<(Seen, Option<Meta>)> {
