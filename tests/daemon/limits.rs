@@ -45,3 +45,45 @@ fn stalled_connections_do_not_stop_others_and_only_past_the_cap_are_busy() {
     );
     assert_eq!(served.ask(r#"{"op":"hello"}"#)["ok"], true);
 }
+
+#[test]
+fn a_peer_with_another_uid_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("note: skipped: switching to another uid needs root");
+        return;
+    }
+    let mut d = TestDaemon::start(&config(&sh_source("t/x", "1h", "10s", "echo '[1]'")));
+    // Let another user reach the socket at all: the refusal under test is
+    // the daemon's own peer check, not the file mode.
+    let open = std::fs::Permissions::from_mode(0o777);
+    std::fs::set_permissions(d.dir.path(), open.clone()).expect("chmod dir");
+    std::fs::set_permissions(&d.socket, open).expect("chmod socket");
+    let nobody_root = d.file("nobody-root");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_discocache"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("--root")
+        .arg(&nobody_root)
+        .args(["get", "t/x"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run as nobody");
+    assert_ne!(out.status.code(), Some(0), "refused peer got an answer");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let log = d.dir.path().join("daemon-1.log");
+    d.wait("the refusal to be logged", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("refused a connection from uid 65534")
+            .then_some(())
+    });
+    // Our own uid is still served.
+    let mut raw = Raw::connect(&d.socket);
+    assert_eq!(raw.ask(r#"{"op":"hello"}"#)["ok"], true);
+}
