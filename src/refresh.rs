@@ -108,7 +108,16 @@ impl Holder {
         if layout.marker(id).exists() {
             prune::clear_leftovers(layout, id)?;
         }
-        let meta = read_meta(layout, id)?.unwrap_or_else(|| Meta::new(id));
+        let meta = match read_meta(layout, id) {
+            Ok(meta) => meta.unwrap_or_else(|| Meta::new(id)),
+            // A damaged sidecar must not block the source forever: this
+            // refresh writes a new record (its revision count restarts).
+            Err(e @ Error::Corrupt { .. }) => {
+                tracing::warn!("{id}: {e}; starting a new record");
+                Meta::new(id)
+            }
+            Err(e) => return Err(e),
+        };
         let marker = Marker::new(deadline);
         let bytes = serde_json::to_vec(&marker).expect("marker serialises");
         store::write_advisory(&layout.marker(id), &Layout::temp_prefix(id), &bytes)?;
