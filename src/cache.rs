@@ -449,7 +449,8 @@ fn check_due(layout: &Layout, source: &Source, claim: bool) -> Result<Due> {
         return Ok(Due::Fresh);
     }
     let now = Timestamp::now();
-    let meta = refresh::read_meta(layout, &source.id)?;
+    // A damaged sidecar has no backoff to honour; the refresh heals it.
+    let meta = refresh::read_meta(layout, &source.id).unwrap_or(None);
     if let Some(until) = meta.and_then(|m| m.next_retry_at).filter(|t| *t > now) {
         return Ok(Due::BackingOff(until.system_time()));
     }
@@ -473,7 +474,8 @@ where
     let (l, id) = (layout.clone(), source.id.clone());
     let claimed = blocking(move || {
         store::ensure_dir(&l.tier_dir(&id))?;
-        let before = refresh::read_meta(&l, &id)?;
+        // Only compared with what the holder leaves: damage reads as none.
+        let before = refresh::read_meta(&l, &id).unwrap_or(None);
         let lock = SourceLock::try_acquire(&l.lock(&id))?;
         Ok((before, lock))
     })
@@ -510,7 +512,7 @@ async fn acquire_waiting(layout: &Layout, source: &Source) -> Result<(SourceLock
             if gave_up.load(Ordering::SeqCst) {
                 return Ok(None);
             }
-            Ok(Some((lock, refresh::read_meta(&l, &id)?)))
+            Ok(Some((lock, refresh::read_meta(&l, &id).unwrap_or(None))))
         });
     match tokio::time::timeout(budget, waiter).await {
         Ok(Ok(Ok(Some(got)))) => Ok(got),
