@@ -313,3 +313,36 @@ pub fn vm_kib(pid: u32, field: &str) -> Result<u64> {
     kib.parse()
         .with_context(|| format!("{field} in {path}: {line:?}"))
 }
+
+/// The share of one CPU that process `pid` used over `window` (user +
+/// system time from `/proc/<pid>/stat`), e.g. 0.05 for 5 %.
+///
+/// # Errors
+///
+/// When the stat file cannot be read or parsed.
+pub fn cpu_share(pid: u32, window: Duration) -> Result<f64> {
+    let before = cpu_ticks(pid)?;
+    let start = Instant::now();
+    std::thread::sleep(window);
+    let used = cpu_ticks(pid)? - before;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Ok(used as f64 / hz.max(1) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    // Fields after the command name (which may hold spaces) end at ')'.
+    let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("field {i} of {path}"))
+    };
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    Ok(field(11)? + field(12)?)
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::harness::{Daemon, LineClient, Paths, vm_kib};
+use super::harness::{Daemon, LineClient, Paths, cpu_share, vm_kib};
 use crate::common::verdict;
 
 /// Sources, spread over `TIERS` tiers.
@@ -24,6 +24,8 @@ const TIERS: usize = 10;
 /// Goals: resident memory below, restart-to-serving below.
 const GOAL_RSS_MIB: f64 = 64.0;
 const GOAL_RESTART: Duration = Duration::from_secs(2);
+/// How long the daemon's CPU use is sampled once every source is served.
+const IDLE_WINDOW: Duration = Duration::from_secs(1);
 /// Restarts measured after the cold start.
 const RESTARTS: usize = 2;
 
@@ -60,6 +62,7 @@ struct Start {
     all: Duration,
     rss_kib: u64,
     hwm_kib: u64,
+    idle_cpu: f64,
 }
 
 /// Spawns the daemon and waits until it serves every source.
@@ -79,6 +82,7 @@ fn start(paths: &Paths) -> Result<(Daemon, Start)> {
         all,
         rss_kib: vm_kib(daemon.pid(), "VmRSS")?,
         hwm_kib: vm_kib(daemon.pid(), "VmHWM")?,
+        idle_cpu: cpu_share(daemon.pid(), IDLE_WINDOW)?,
     };
     Ok((daemon, start))
 }
@@ -102,9 +106,9 @@ pub fn run() -> Result<()> {
     write_setup(dir.path(), &paths)?;
     println!("\n## 3. {SOURCES} file sources ({TIERS} tiers, ttl 24h)\n");
     println!(
-        "| start | listening ms | ready + last get ms | every source served ms | VmRSS MiB | VmHWM MiB | stop (SIGTERM→exit) ms |"
+        "| start | listening ms | ready + last get ms | every source served ms | VmRSS MiB | VmHWM MiB | CPU after, no client | stop (SIGTERM→exit) ms |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
     let (mut daemon, mut measured) = start(&paths)?;
     for n in 0..=RESTARTS {
@@ -127,12 +131,13 @@ fn print_row(n: usize, s: &Start, stop: Duration) {
         format!("restart {n}")
     };
     println!(
-        "| {name} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} |",
+        "| {name} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} % | {:.0} |",
         ms(s.listening),
         ms(s.ready),
         ms(s.all),
         s.rss_kib as f64 / 1024.0,
         s.hwm_kib as f64 / 1024.0,
+        s.idle_cpu * 100.0,
         ms(stop)
     );
 }

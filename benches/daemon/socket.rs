@@ -12,11 +12,11 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::harness::{GET_LINE, KillOnDrop, LineClient, OneSource, poll_until};
+use super::harness::{GET_LINE, KillOnDrop, LineClient, OneSource, cpu_share, poll_until};
 use crate::common::{json_of_len, median, percentile, verdict};
 
 /// Payload size.
@@ -28,6 +28,8 @@ const LAT_BATCH: usize = 250;
 const CLIENTS: usize = 64;
 const PER_CLIENT: usize = 200;
 const TPUT_ROUNDS: usize = 5;
+/// How long the daemon's idle CPU use is sampled.
+const IDLE_WINDOW: Duration = Duration::from_secs(1);
 /// Goals: p50 latency ratio at most, throughput ratio at least.
 const GOAL_P50: f64 = 1.3;
 const GOAL_TPUT: f64 = 0.7;
@@ -48,6 +50,11 @@ pub fn run() -> Result<()> {
     println!(
         "\n## 1. Socket get of a {PAYLOAD} B source (response line {} B)\n",
         response.len()
+    );
+    let idle = cpu_share(fixture.daemon.pid(), IDLE_WINDOW)?;
+    println!(
+        "daemon CPU while idle (no client), over {IDLE_WINDOW:?}: {:.1} % of one core\n",
+        idle * 100.0
     );
     latency(&daemon_sock, &bare_sock)?;
     throughput(&daemon_sock, &bare_sock)
