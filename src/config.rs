@@ -262,14 +262,14 @@ fn check_sources(
         return Err(());
     };
     let mut out = Vec::new();
-    let mut first_line: HashMap<SourceId, usize> = HashMap::new();
+    let mut first_seen: HashMap<SourceId, usize> = HashMap::new();
     let mut ok = true;
     for (index, item) in items.iter().cloned().enumerate() {
         let span = item.span();
         let written = id_entry(item.get_ref());
         let scope = entry::scope_of(index, written.as_ref().map(|(id, _)| *id));
         if let Some((Ok(id), at)) = written.map(|(text, at)| (SourceId::parse(text), at)) {
-            ok &= unique(checker, &scope, &mut first_line, id, &at);
+            ok &= unique(checker, &scope, &mut first_seen, id, &at);
         }
         let checked = decode::<RawSource>(item)
             .map_err(|e| checker.report(&e.span, &scope, e.message))
@@ -287,17 +287,19 @@ fn check_sources(
 fn unique(
     checker: &mut Checker<'_>,
     scope: &str,
-    first_line: &mut HashMap<SourceId, usize>,
+    first_seen: &mut HashMap<SourceId, usize>,
     id: SourceId,
     at: &Range<usize>,
 ) -> bool {
-    let line = checker.line(at.start);
-    if let Some(first) = first_line.get(&id) {
+    if let Some(&first) = first_seen.get(&id) {
+        // Lines are counted only for a report: counting them for every
+        // source made large configs quadratic to load.
+        let first = checker.line(first);
         let msg = format!("duplicate id (first defined on line {first})");
         checker.report(at, scope, msg);
         return false;
     }
-    first_line.insert(id, line);
+    first_seen.insert(id, at.start);
     true
 }
 

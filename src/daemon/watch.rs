@@ -23,6 +23,14 @@ use crate::source::SourceId;
 /// How many file events may wait for the consumer.
 const BACKLOG: usize = 1024;
 
+/// True for events that only report a read (open, read, close without
+/// writing): they never change what is on disk.
+fn is_read_only(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    matches!(kind, notify::EventKind::Access(access)
+        if *access != AccessKind::Close(AccessMode::Write))
+}
+
 /// Starts watching; the watcher stops when the returned value is dropped.
 /// A failure to watch is logged: the daemon still works, it only learns
 /// of other processes' commits at the next reconcile.
@@ -31,6 +39,9 @@ pub(crate) fn start(d: &Arc<Daemon>, reloads: mpsc::Sender<Trigger>) -> Option<R
     let overflow = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&overflow);
     let callback = move |event: notify::Result<notify::Event>| match event {
+        // Reads change nothing, and the daemon's own reads of a sidecar
+        // would otherwise wake it again, in a loop.
+        Ok(event) if is_read_only(&event.kind) => {}
         Ok(event) => {
             if tx.try_send(event).is_err() {
                 flag.store(true, Ordering::SeqCst);
@@ -137,6 +148,24 @@ fn source_of(root: &Path, path: &Path) -> Option<SourceId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_are_dropped_and_writes_kept() {
+        use notify::EventKind;
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+        assert!(is_read_only(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(is_read_only(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(is_read_only(&EventKind::Access(AccessKind::Read)));
+        assert!(!is_read_only(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(!is_read_only(&EventKind::Create(CreateKind::File)));
+        assert!(!is_read_only(&EventKind::Modify(ModifyKind::Any)));
+    }
 
     #[test]
     fn payloads_and_sidecars_name_their_source_and_nothing_else_does() {

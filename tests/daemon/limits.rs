@@ -87,3 +87,40 @@ fn a_peer_with_another_uid_is_refused() {
     let mut raw = Raw::connect(&d.socket);
     assert_eq!(raw.ask(r#"{"op":"hello"}"#)["ok"], true);
 }
+
+/// CPU time (user + system, in clock ticks) a process has used.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+#[test]
+fn an_idle_daemon_does_not_wake_itself_reading_its_own_files() {
+    // The bug: the root watcher passed on "opened" events, handling one
+    // re-read the sidecar, which opened it again: ~90 % of a core, idle.
+    let sources: String = (0..20)
+        .map(|i| sh_source(&format!("t/s{i}"), "1h", "10s", "echo '[1]'"))
+        .collect();
+    let mut d = TestDaemon::start(&config(&sources));
+    for i in 0..20 {
+        d.wait_data(&format!("t/s{i}"));
+    }
+    let mut raw = Raw::connect(&d.socket);
+    let got = raw.ask(r#"{"op":"get","source":"t/s0"}"#);
+    assert_eq!(got["ok"], true, "{got}");
+    let ticks_per_second = 100; // USER_HZ on Linux
+    let before = cpu_ticks(d.pid());
+    let window = std::time::Instant::now();
+    // Measure over a fixed window of idleness: that is the event under test.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let used = cpu_ticks(d.pid()) - before;
+    let elapsed = window.elapsed().as_secs_f64();
+    let share = used as f64 / ticks_per_second as f64 / elapsed;
+    assert!(
+        share < 0.25,
+        "idle daemon used {:.0} % of a core",
+        share * 100.0
+    );
+}
