@@ -93,10 +93,24 @@ pub(crate) fn listen(path: &Path) -> anyhow::Result<Listening> {
     })
 }
 
-/// The first socket passed by systemd, if any.
+/// The first socket passed by systemd, if any. A descriptor that is not
+/// an open socket is refused before anything takes ownership of it.
 fn systemd_socket() -> anyhow::Result<Option<RawFd>> {
     let mut fds = sd_notify::listen_fds().context("read LISTEN_FDS")?;
-    Ok(fds.next())
+    let Some(fd) = fds.next() else {
+        return Ok(None);
+    };
+    // SAFETY: fd is only inspected here; ownership is taken by the caller.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let stat = nix::sys::stat::fstat(borrowed)
+        .with_context(|| format!("LISTEN_FDS names fd {fd}, which is not open"))?;
+    let kind =
+        nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT;
+    anyhow::ensure!(
+        kind == nix::sys::stat::SFlag::S_IFSOCK,
+        "LISTEN_FDS names fd {fd}, which is not a socket"
+    );
+    Ok(Some(fd))
 }
 
 /// Removes a socket file nobody answers on; refuses to touch a live one or

@@ -29,6 +29,27 @@ fn wait_notify(sock: &UnixDatagram, want: &str) -> String {
     panic!("no {want} among the notifications: {seen}");
 }
 
+/// Makes `fd` the child's fd 3 without close-on-exec, as systemd passes a
+/// socket.
+fn pass_as_fd3(cmd: &mut Command, fd: std::os::fd::RawFd) {
+    // SAFETY: dup2 and fcntl are async-signal-safe; they run in the child
+    // before exec. When `fd` already is 3, dup2 would be a no-op that leaves
+    // close-on-exec set: clear the flag instead.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            match rc {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            }
+        });
+    }
+}
+
 #[test]
 fn socket_activation_and_notifications() {
     let mut d = TestDaemon::new(&config(&sh_source("t/a", "1h", "10s", "echo '{}'")));
@@ -57,13 +78,7 @@ fn socket_activation_and_notifications() {
     cmd.stdin(std::process::Stdio::null())
         .stderr(std::fs::File::create(d.dir.path().join("daemon-1.log")).expect("log"));
     let fd = listener.as_raw_fd();
-    // SAFETY: dup2 is async-signal-safe; it runs in the child before exec.
-    unsafe {
-        cmd.pre_exec(move || match libc::dup2(fd, 3) {
-            -1 => Err(std::io::Error::last_os_error()),
-            _ => Ok(()),
-        });
-    }
+    pass_as_fd3(&mut cmd, fd);
     let _ = &mut base;
     d.spawn_with(&mut cmd);
     let seen = wait_notify(&notify, "READY=1");
@@ -80,6 +95,28 @@ fn socket_activation_and_notifications() {
     assert!(
         d.socket.exists(),
         "a socket passed by systemd is left to systemd"
+    );
+}
+
+#[test]
+fn a_passed_descriptor_that_is_not_a_socket_is_refused_clearly() {
+    let mut d = TestDaemon::new(&config(&sh_source("t/a", "1h", "10s", "echo '{}'")));
+    let file = std::fs::File::create(d.file("not-a-socket")).expect("file");
+    let base = d.command();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
+        .arg(base.get_program())
+        .args(base.get_args())
+        .env("XDG_CONFIG_HOME", d.file("xdg"));
+    let fd = file.as_raw_fd();
+    pass_as_fd3(&mut cmd, fd);
+    let out = cmd.output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("LISTEN_FDS names fd 3, which is not a socket"),
+        "{err}"
     );
 }
 
