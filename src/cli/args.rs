@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// A cache daemon and library for slow discovery data.
 #[derive(Debug, Parser)]
@@ -35,18 +35,9 @@ pub enum Command {
     Get {
         /// tier/name
         source: String,
-        /// Print the envelope (age, freshness, revision, refresh state) as JSON.
-        #[arg(long)]
-        meta: bool,
-        /// Exit 4 when the data is older than this (e.g. 90s, 10m).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        max_age: Option<Duration>,
-        /// When to refresh before answering.
-        #[arg(long, value_enum, default_value_t = RefreshArg::IfStale)]
-        refresh: RefreshArg,
-        /// Print data past its max_stale instead of failing.
-        #[arg(long)]
-        allow_expired: bool,
+        /// How to answer.
+        #[command(flatten)]
+        opts: GetOpts,
     },
     /// Refresh sources now and wait for the outcome.
     Refresh {
@@ -97,6 +88,23 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+}
+
+/// What `get` was asked for.
+#[derive(Debug, Args)]
+pub struct GetOpts {
+    /// Print the envelope (age, freshness, revision, refresh state) as JSON.
+    #[arg(long)]
+    pub meta: bool,
+    /// Exit 4 when the data is older than this (e.g. 90s, 10m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub max_age: Option<Duration>,
+    /// When to refresh before answering.
+    #[arg(long, value_enum, default_value_t = RefreshArg::IfStale)]
+    pub refresh: RefreshArg,
+    /// Print data past its max_stale instead of failing.
+    #[arg(long)]
+    pub allow_expired: bool,
 }
 
 /// `config` subcommands.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::args::{Command, RefreshArg};
+use super::args::{Command, GetOpts, RefreshArg};
 use super::output::{self, Row};
 use super::{Ctx, Exit, Fail, parse_source};
 use crate::cache::{Cache, Ensured, Entry, Source};
@@ -107,20 +107,8 @@ impl Direct {
 pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
     let direct = Direct::open(ctx)?;
     match command {
-        Command::Get {
-            source,
-            meta,
-            max_age,
-            refresh,
-            allow_expired,
-        } => {
+        Command::Get { source, opts } => {
             let id = parse_source(&source)?;
-            let opts = GetOpts {
-                meta,
-                max_age,
-                refresh,
-                allow_expired,
-            };
             get(&direct, &id, opts).await
         }
         Command::Refresh { sources, all } => refresh(&direct, &sources, all).await,
@@ -135,18 +123,6 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         }
         Command::Serve | Command::Config { .. } => unreachable!("handled by the caller"),
     }
-}
-
-/// What `get` was asked for.
-pub struct GetOpts {
-    /// Print the envelope.
-    pub meta: bool,
-    /// Fail with exit 4 past this age.
-    pub max_age: Option<Duration>,
-    /// When to refresh.
-    pub refresh: RefreshArg,
-    /// Print expired data.
-    pub allow_expired: bool,
 }
 
 async fn get(direct: &Direct, id: &SourceId, opts: GetOpts) -> anyhow::Result<Exit> {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::args::{Command, RefreshArg};
+use super::args::{Command, GetOpts, RefreshArg};
 use super::output::{self, Row};
 use super::{Ctx, Exit, Fail, parse_source};
 use crate::cache::RefreshState;
@@ -41,20 +41,8 @@ pub fn connect(ctx: &Ctx, no_daemon: bool) -> Option<Client> {
 /// The daemon's error, with the exit code its error code maps to.
 pub fn run(ctx: &Ctx, mut client: Client, command: Command) -> anyhow::Result<Exit> {
     match command {
-        Command::Get {
-            source,
-            meta,
-            max_age,
-            refresh,
-            allow_expired,
-        } => {
+        Command::Get { source, opts } => {
             let id = parse_source(&source)?;
-            let opts = super::direct::GetOpts {
-                meta,
-                max_age,
-                refresh,
-                allow_expired,
-            };
             get(ctx, &mut client, &id, &opts)
         }
         Command::Refresh { sources, all } => refresh(&mut client, &sources, all),
@@ -125,12 +113,7 @@ struct GetReply {
     age_ms: u64,
 }
 
-fn get(
-    ctx: &Ctx,
-    client: &mut Client,
-    id: &SourceId,
-    opts: &super::direct::GetOpts,
-) -> anyhow::Result<Exit> {
+fn get(ctx: &Ctx, client: &mut Client, id: &SourceId, opts: &GetOpts) -> anyhow::Result<Exit> {
     let mode = match opts.refresh {
         RefreshArg::Never => "never",
         RefreshArg::IfStale => "if_stale",
