@@ -120,9 +120,18 @@ fn get(ctx: &Ctx, client: &mut Client, id: &SourceId, opts: &GetOpts) -> anyhow:
         RefreshArg::WaitIfStale => "wait_if_stale",
         RefreshArg::Force => "force",
     };
-    let request = json!({"op": "get", "source": id, "refresh": mode, "meta": opts.meta});
-    let line = client.request_raw(&request)?;
-    let reply: GetReply = serde_json::from_str(&line)?;
+    let mut ask_get = |mode: &str| -> anyhow::Result<(String, GetReply)> {
+        let request = json!({"op": "get", "source": id, "refresh": mode, "meta": opts.meta});
+        let line = client.request_raw(&request)?;
+        let reply = serde_json::from_str(&line)?;
+        Ok((line, reply))
+    };
+    let (mut line, mut reply) = ask_get(mode)?;
+    if opts.refresh == RefreshArg::IfStale && !reply.ok && reply.error["code"] == "no_data" {
+        // As in direct mode: with nothing to serve, wait for a refresh
+        // rather than fail (the daemon answers `if_stale` at once).
+        (line, reply) = ask_get("wait_if_stale")?;
+    }
     if !reply.ok {
         if opts.allow_expired && reply.error["code"] == "no_data" {
             // Expired data is not served by the daemon; read it from disk.

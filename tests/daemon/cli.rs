@@ -146,3 +146,44 @@ fn without_a_daemon_reads_fall_back_to_the_root_with_one_note() {
         "{err}"
     );
 }
+
+#[test]
+fn get_with_no_data_yet_waits_for_the_refresh_as_in_direct_mode() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let gate = tmp.path().join("gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
+    let script = format!("read line < '{}'; echo '{{\"n\":1}}'", gate.display());
+    let d = TestDaemon::start(&config(&crate::common::daemon::sh_source(
+        "t/gated", "1h", "30s", &script,
+    )));
+    let getter = Command::new(env!("CARGO_BIN_EXE_discocache"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["get", "t/gated"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("get");
+    // The daemon has answered the first ask "no data" before the refresh
+    // it is seeding may finish.
+    let misses = || {
+        let stats = d.request(json!({"op": "stats"}));
+        stats["sources"]["t/gated"]["misses"].as_u64().unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while misses() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the get never reached the daemon"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&gate)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"go\n"))
+        .expect("open the gate");
+    let out = getter.wait_with_output().expect("get output");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "{\"n\":1}\n");
+}
