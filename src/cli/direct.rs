@@ -76,15 +76,23 @@ impl Direct {
         ))
     }
 
-    /// A forced refresh.
-    async fn refresh(&self, id: &SourceId) -> crate::Result<Refreshed> {
-        let (source, refresher) = self.refreshable(id)?;
-        self.cache
-            .refresh(
-                &source,
-                move |ctx| async move { refresher.fetch(ctx).await },
-            )
-            .await
+    /// A forced refresh. The future owns what it needs, so it can be
+    /// spawned.
+    fn refresh(
+        &self,
+        id: &SourceId,
+    ) -> impl Future<Output = crate::Result<Refreshed>> + Send + 'static {
+        let cache = self.cache.clone();
+        let found = self.refreshable(id);
+        async move {
+            let (source, refresher) = found?;
+            cache
+                .refresh(
+                    &source,
+                    move |ctx| async move { refresher.fetch(ctx).await },
+                )
+                .await
+        }
     }
 
     /// A refresh if stale and not backing off.
@@ -218,9 +226,16 @@ async fn refresh(direct: &Direct, sources: &[String], all: bool) -> anyhow::Resu
         }
         ids
     };
-    let outcomes = futures_join(ids.iter().map(|id| direct.refresh(id))).await;
+    // Concurrently: each refresh mostly waits on its own refresher.
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|id| tokio::spawn(direct.refresh(id)))
+        .collect();
     let mut exit = Exit::Ok;
-    for (id, outcome) in ids.iter().zip(outcomes) {
+    for (id, task) in ids.iter().zip(tasks) {
+        let outcome = task
+            .await
+            .unwrap_or_else(|e| Err(Error::Internal(format!("refresh of {id}: {e}"))));
         match outcome {
             Ok(r) => println!("{id}: {}", output::refreshed(r)),
             Err(e) => {
@@ -230,40 +245,6 @@ async fn refresh(direct: &Direct, sources: &[String], all: bool) -> anyhow::Resu
         }
     }
     Ok(exit)
-}
-
-/// Runs the futures concurrently and returns their outputs in order.
-async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futs {
-        set.push(Box::pin(f));
-    }
-    let mut out = Vec::with_capacity(set.len());
-    // Polled together: each refresh is mostly waiting on its own task.
-    let mut pending: Vec<_> = set.into_iter().map(Some).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        *result = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out.extend(results.into_iter().flatten());
-    out
 }
 
 fn status(direct: &Direct, json: bool) -> anyhow::Result<Exit> {
