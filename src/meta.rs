@@ -176,7 +176,7 @@ pub struct Marker {
     pub started_at: Timestamp,
     /// When the refresher will be killed.
     pub deadline: Timestamp,
-    /// Random token: only the writer removes its own marker.
+    /// Random: tells one refresh's marker from the next.
     pub token: String,
 }
 

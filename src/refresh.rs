@@ -85,7 +85,6 @@ pub fn read_marker(layout: &Layout, id: &SourceId) -> Option<Marker> {
 pub struct Holder {
     layout: Layout,
     id: SourceId,
-    marker: Marker,
     /// The sidecar as it was when the lock was taken.
     pub meta: Meta,
     _lock: SourceLock,
@@ -124,7 +123,6 @@ impl Holder {
         Ok(Self {
             layout: layout.clone(),
             id: id.clone(),
-            marker,
             meta,
             _lock: lock,
         })
@@ -290,10 +288,9 @@ impl Holder {
 
 impl Drop for Holder {
     fn drop(&mut self) {
-        let path = self.layout.marker(&self.id);
-        if read_marker(&self.layout, &self.id).is_some_and(|m| m.token == self.marker.token) {
-            let _ = store::remove_if_present(&path, "remove marker");
-        }
+        // Only a lock holder writes a marker and we still hold the lock:
+        // the marker is ours.
+        let _ = store::remove_if_present(&self.layout.marker(&self.id), "remove marker");
     }
 }
 
