@@ -139,15 +139,16 @@ async fn dropped_caller_does_not_cancel_the_refresh() {
     };
     wait_until(|| cache.refresh_state(&s.id).unwrap().in_flight).await;
     first.abort();
+    let joined = Arc::new(AtomicUsize::new(0));
     let joiner = {
-        let (cache, s) = (cache.clone(), s.clone());
+        let (cache, s, joined) = (cache.clone(), s.clone(), joined.clone());
         tokio::spawn(async move {
-            cache
-                .refresh(&s, |_| async { panic!("must join, not run") })
-                .await
+            let refresh = cache.refresh(&s, |_| async { panic!("must join, not run") });
+            counted_after_first_poll(refresh, &joined).await
         })
     };
-    tokio::task::yield_now().await;
+    // The joiner has joined the flight before the refresher is let go.
+    wait_until(|| joined.load(Ordering::SeqCst) == 1).await;
     gate.notify_one();
     assert_eq!(
         joiner.await.unwrap().unwrap(),
