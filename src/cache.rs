@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::lock::SourceLock;
-use crate::meta::{Meta, Timestamp};
+use crate::meta::{Marker, Meta, Timestamp};
 use crate::prune::{self, Pruned, Recovered};
 use crate::refresh::{self, Holder, Refreshed};
 use crate::refresher::{FetchContext, FetchError, Fetched};
@@ -136,6 +136,30 @@ pub struct RefreshState {
     pub next_retry_at: Option<Timestamp>,
     /// The committed revision (0: never succeeded).
     pub revision: u64,
+}
+
+/// What a sidecar records about a source's refreshes: the part of
+/// [`RefreshState`] that is on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Attempts {
+    pub revision: u64,
+    pub last_attempt_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    pub next_retry_at: Option<Timestamp>,
+}
+
+impl Attempts {
+    /// The record of a sidecar.
+    pub fn of(meta: &Meta) -> Self {
+        Self {
+            revision: meta.revision,
+            last_attempt_at: meta.last_attempt_at,
+            last_error: meta.last_error.clone(),
+            consecutive_failures: meta.consecutive_failures,
+            next_retry_at: meta.next_retry_at,
+        }
+    }
 }
 
 /// A handle on a cache root. Cheap to clone; clones share in-flight
@@ -333,25 +357,38 @@ impl Cache {
     ///
     /// [`Error::Io`] or [`Error::Corrupt`] reading the sidecar.
     pub fn refresh_state(&self, id: &SourceId) -> Result<RefreshState> {
-        let meta = self.meta(id)?.unwrap_or_else(|| Meta::new(id));
-        let marker = refresh::read_marker(self.layout(), id);
-        let here = self.inner.flights.in_flight(id);
-        let live = marker
+        let attempts = self
+            .meta(id)?
             .as_ref()
-            .is_some_and(|m| m.looks_live(Timestamp::now(), WAIT_GRACE));
-        Ok(RefreshState {
+            .map(Attempts::of)
+            .unwrap_or_default();
+        let marker = refresh::read_marker(self.layout(), id);
+        Ok(self.state_of(id, &attempts, marker.as_ref()))
+    }
+
+    /// The refresh state from what the sidecar recorded and the marker
+    /// found, plus whether a refresh runs in this process.
+    pub(crate) fn state_of(
+        &self,
+        id: &SourceId,
+        attempts: &Attempts,
+        marker: Option<&Marker>,
+    ) -> RefreshState {
+        let here = self.inner.flights.in_flight(id);
+        let live = marker.is_some_and(|m| m.looks_live(Timestamp::now(), WAIT_GRACE));
+        RefreshState {
             in_flight: here || live,
-            pid: marker.as_ref().map(|m| m.pid),
-            started_at: marker.as_ref().map(|m| m.started_at),
-            deadline: marker.as_ref().map(|m| m.deadline),
+            pid: marker.map(|m| m.pid),
+            started_at: marker.map(|m| m.started_at),
+            deadline: marker.map(|m| m.deadline),
             abandoned: marker.is_some() && !live && !here,
-            failed: meta.consecutive_failures > 0,
-            last_error: meta.last_error,
-            last_attempt_at: meta.last_attempt_at,
-            consecutive_failures: meta.consecutive_failures,
-            next_retry_at: meta.next_retry_at,
-            revision: meta.revision,
-        })
+            failed: attempts.consecutive_failures > 0,
+            last_error: attempts.last_error.clone(),
+            last_attempt_at: attempts.last_attempt_at,
+            consecutive_failures: attempts.consecutive_failures,
+            next_retry_at: attempts.next_retry_at,
+            revision: attempts.revision,
+        }
     }
 
     /// Removes crash leftovers of every source whose lock is free.

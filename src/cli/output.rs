@@ -40,7 +40,7 @@ pub fn envelope(id: &SourceId, entry: Entry, state: &RefreshState) -> anyhow::Re
         expired: entry.expired,
         revision: entry.revision().unwrap_or(0),
         fetched_at: protocol::timestamp(entry.fetched_at),
-        refresh: Some(serde_json::to_value(state)?),
+        refresh: Some(state.clone()),
         meta,
         data: Some(protocol::embed_payload(entry.data).map_err(|e| anyhow::anyhow!("{id}: {e}"))?),
     };

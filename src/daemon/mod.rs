@@ -12,6 +12,7 @@
 //! process group is killed, its lock released and its marker removed),
 //! persists the counters, removes the socket and returns `Ok`.
 
+mod configured;
 mod notify;
 mod ops;
 mod reconcile;
@@ -19,6 +20,7 @@ mod reload;
 mod signals;
 mod socket;
 mod state;
+mod view;
 mod warm;
 mod watch;
 

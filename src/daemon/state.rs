@@ -1,7 +1,7 @@
 //! The daemon's shared state: the cache, the current config, the refresh
 //! permits, the event channel and the daemon's view of every source.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::SystemTime;
@@ -10,11 +10,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::configured::{Configured, InForce};
+use super::view::{Held, Look, Snapshot, Stamp, View};
 use super::warm;
-use crate::cache::{Cache, Entry, Source};
+use crate::cache::{Cache, Source};
 use crate::config::{Config, SourceConfig};
 use crate::error::{Error, Result};
-use crate::meta::{Meta, Timestamp};
 use crate::protocol::{ErrorCode, Event, EventKind, WireError};
 use crate::refresh::Refreshed;
 use crate::source::SourceId;
@@ -22,15 +23,6 @@ use crate::stats::{Counter, Stats};
 
 /// How many events a slow watch client may fall behind by.
 const EVENT_BACKLOG: usize = 1024;
-
-/// What the daemon last saw of a source on disk.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Seen {
-    present: bool,
-    payload: bool,
-    revision: u64,
-    attempt: Option<Timestamp>,
-}
 
 /// Locks a mutex, ignoring poisoning (every critical section leaves its
 /// data consistent).
@@ -45,13 +37,13 @@ pub(crate) struct Daemon {
     pub socket: PathBuf,
     /// The `--config` given, if any (else the default path or embedded).
     pub explicit_config: Option<PathBuf>,
-    config: RwLock<Arc<Config>>,
+    config: RwLock<Arc<InForce>>,
     /// Why the config file last failed to load, until a load succeeds.
     pub config_error: Mutex<Option<String>>,
     permits: Arc<Semaphore>,
     permits_total: Mutex<usize>,
     pub events: broadcast::Sender<Event>,
-    view: Mutex<HashMap<SourceId, Seen>>,
+    pub view: View,
     /// Sources with no data at start that have not had a first attempt.
     seeding: Mutex<BTreeSet<SourceId>>,
     pub stats: Stats,
@@ -77,12 +69,12 @@ impl Daemon {
             cache,
             socket,
             explicit_config: explicit,
-            config: RwLock::new(Arc::new(config)),
+            config: RwLock::new(Arc::new(InForce::new(config))),
             config_error: Mutex::new(None),
             permits: Arc::new(Semaphore::new(permits)),
             permits_total: Mutex::new(permits),
             events: broadcast::channel(EVENT_BACKLOG).0,
-            view: Mutex::default(),
+            view: View::default(),
             seeding: Mutex::default(),
             stats,
             warm: warm::Registry::default(),
@@ -95,13 +87,18 @@ impl Daemon {
 
     /// The config in force.
     pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.in_force().config)
+    }
+
+    fn in_force(&self) -> Arc<InForce> {
         Arc::clone(&self.config.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Puts a new config in force and resizes the refresh permits.
     pub fn set_config(&self, config: Config) {
         let want = config.daemon.max_concurrent_refreshes;
-        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) =
+            Arc::new(InForce::new(config));
         let mut total = lock(&self.permits_total);
         if want > *total {
             self.permits.add_permits(want - *total);
@@ -114,22 +111,54 @@ impl Daemon {
     }
 
     /// The configured source with this id.
-    pub fn source(&self, id: &SourceId) -> Option<SourceConfig> {
-        self.config().source(id).cloned()
+    pub fn source(&self, id: &SourceId) -> Option<Configured> {
+        Configured::find(self.in_force(), id)
     }
 
     /// The configured source, or `unknown_source`.
-    pub fn known(&self, id: &SourceId) -> Result<SourceConfig, WireError> {
+    pub fn known(&self, id: &SourceId) -> Result<Configured, WireError> {
         self.source(id).ok_or_else(|| {
             let msg = format!("{id} is not a source of this daemon's config");
             WireError::new(ErrorCode::UnknownSource, msg)
         })
     }
 
-    /// Reads a source's payload and sidecar on a blocking thread.
-    pub async fn read(&self, sc: &SourceConfig) -> Result<Option<Entry>> {
-        let (cache, source) = (self.cache.clone(), cache_source(sc));
-        blocking(move || cache.read_with_meta(&source)).await
+    /// What a `get` serves of a source now: its payload (held, or read
+    /// again when its stamp changed) and its refresh state. `Ok(None)` when
+    /// it has no payload. Costs one `stat` when the held payload is current.
+    pub async fn snapshot(&self, sc: &SourceConfig) -> Result<Option<Snapshot>> {
+        let path = self.cache.layout().payload(&sc.id);
+        let Some(stamp) = Stamp::probe(&path)? else {
+            return Ok(None);
+        };
+        let held = match self.view.held(&sc.id, stamp) {
+            Some(held) => held,
+            None => match self.load(&sc.id).await? {
+                Some(held) => held,
+                None => return Ok(None),
+            },
+        };
+        let (attempts, marker) = self.view.record_of(&sc.id).unwrap_or_default();
+        let state = self.cache.state_of(&sc.id, &attempts, marker.as_ref());
+        Ok(Some(Snapshot::new(held, &sc.policy, state)))
+    }
+
+    /// Reads a source's payload with a fresh look at its sidecar (so that
+    /// the revision served matches the payload), publishes what changed,
+    /// and holds the payload for the next `get`s.
+    async fn load(&self, id: &SourceId) -> Result<Option<Arc<Held>>> {
+        let (layout, key) = (self.cache.layout().clone(), id.clone());
+        let (held, look) = blocking(move || {
+            let held = Held::load(&layout.payload(&key))?;
+            Ok((held, Look::take(&layout, &key)?))
+        })
+        .await?;
+        self.apply(id, look);
+        let held = held.map(Arc::new);
+        if let Some(held) = &held {
+            self.view.hold(id, held);
+        }
+        Ok(held)
     }
 
     /// Refreshes a source now (joining one in flight) under a refresh
@@ -161,27 +190,45 @@ impl Daemon {
         result
     }
 
-    /// Rereads a source's files and publishes an event for each change
-    /// since the last look: a new revision, a failed attempt, a removal.
+    /// Looks at a source's files again and publishes an event for each
+    /// change since the last look: a new revision, a failed attempt, a
+    /// removal.
     pub async fn observe(&self, id: &SourceId) {
-        let (cache, key) = (self.cache.clone(), id.clone());
-        let look = blocking(move || look(&cache, &key)).await;
-        let (now, meta) = match look {
-            Ok(found) => found,
-            Err(e) => return tracing::warn!("cannot look at {id}: {e}"),
-        };
-        let before = {
-            let mut view = lock(&self.view);
-            let slot = view.entry(id.clone()).or_default();
-            std::mem::replace(slot, now.clone())
-        };
+        self.observe_many(vec![id.clone()]).await;
+    }
+
+    /// [`Daemon::observe`] for many sources, in one blocking call.
+    pub async fn observe_many(&self, ids: Vec<SourceId>) {
+        let layout = self.cache.layout().clone();
+        let looks = blocking(move || {
+            Ok(ids
+                .into_iter()
+                .map(|id| {
+                    let look = Look::take(&layout, &id);
+                    (id, look)
+                })
+                .collect::<Vec<_>>())
+        })
+        .await;
+        for (id, look) in looks.unwrap_or_default() {
+            match look {
+                Ok(look) => self.apply(&id, look),
+                Err(e) => tracing::warn!("cannot look at {id}: {e}"),
+            }
+        }
+    }
+
+    /// Records a look at a source; publishes the changes since the one
+    /// before and wakes its warm-keeping.
+    fn apply(&self, id: &SourceId, now: Look) {
+        let before = self.view.record(id, now.clone()).unwrap_or_default();
         if before == now {
             return;
         }
         if before.payload != now.payload {
             self.count_keys();
         }
-        for event in changes(id, &before, &now, meta.as_ref()) {
+        for event in changes(id, &before, &now) {
             let _ = self.events.send(event);
         }
         self.warm.wake(id);
@@ -189,32 +236,28 @@ impl Daemon {
 
     /// Sets the key counts from the view.
     fn count_keys(&self) {
-        let mut by_tier = std::collections::BTreeMap::new();
-        for id in lock(&self.view)
-            .iter()
-            .filter(|(_, s)| s.payload)
-            .map(|(id, _)| id)
-        {
-            *by_tier.entry(id.tier().to_owned()).or_insert(0u64) += 1;
-        }
-        self.stats.set_keys(by_tier);
+        self.stats.set_keys(self.view.keys_by_tier());
     }
 
     /// [`Daemon::observe`] for every configured source and every source on
     /// disk.
     pub async fn observe_all(&self) {
-        for id in self.all_ids().await {
-            self.observe(&id).await;
-        }
+        self.observe_many(self.all_ids().await.into_iter().collect())
+            .await;
     }
 
     /// Records what is on disk now without publishing anything (at start).
     pub async fn prime(&self) {
-        for id in self.all_ids().await {
-            let (cache, key) = (self.cache.clone(), id.clone());
-            if let Ok((seen, _)) = blocking(move || look(&cache, &key)).await {
-                lock(&self.view).insert(id, seen);
-            }
+        let (layout, ids) = (self.cache.layout().clone(), self.all_ids().await);
+        let looks = blocking(move || {
+            Ok(ids
+                .into_iter()
+                .filter_map(|id| Look::take(&layout, &id).ok().map(|look| (id, look)))
+                .collect::<Vec<_>>())
+        })
+        .await;
+        for (id, look) in looks.unwrap_or_default() {
+            self.view.record(&id, look);
         }
         self.count_keys();
     }
@@ -257,35 +300,22 @@ pub(crate) fn cache_source(sc: &SourceConfig) -> Source {
 
 pub(crate) use crate::cache::blocking;
 
-/// What is on disk for a source: present or not, revision, last attempt.
-fn look(cache: &Cache, id: &SourceId) -> Result<(Seen, Option<Meta>)> {
-    let meta = cache.meta(id)?;
-    let payload = cache.layout().payload(id).exists();
-    let seen = Seen {
-        present: payload || meta.is_some(),
-        payload,
-        revision: meta.as_ref().map_or(0, |m| m.revision),
-        attempt: meta.as_ref().and_then(|m| m.last_attempt_at),
-    };
-    Ok((seen, meta))
-}
-
 /// The events between two looks at a source.
-fn changes(id: &SourceId, before: &Seen, now: &Seen, meta: Option<&Meta>) -> Vec<Event> {
+fn changes(id: &SourceId, before: &Look, now: &Look) -> Vec<Event> {
     let at = SystemTime::now();
     let mut events = Vec::new();
-    if before.present && !now.present {
+    if before.present() && !now.present() {
         events.push(Event::new(EventKind::Removed, id.clone(), at));
     }
-    if now.revision > before.revision {
+    if now.attempts.revision > before.attempts.revision {
         let mut e = Event::new(EventKind::Committed, id.clone(), at);
-        e.revision = Some(now.revision);
+        e.revision = Some(now.attempts.revision);
         events.push(e);
     }
-    let error = meta.and_then(|m| m.last_error.clone());
-    if now.attempt != before.attempt && now.attempt.is_some() && error.is_some() {
+    let (tried, error) = (now.attempts.last_attempt_at, &now.attempts.last_error);
+    if tried != before.attempts.last_attempt_at && tried.is_some() && error.is_some() {
         let mut e = Event::new(EventKind::Failed, id.clone(), at);
-        e.error = error;
+        e.error.clone_from(error);
         events.push(e);
     }
     events
@@ -294,26 +324,34 @@ fn changes(id: &SourceId, before: &Seen, now: &Seen, meta: Option<&Meta>) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::Attempts;
+    use crate::meta::Timestamp;
 
     fn id() -> SourceId {
         SourceId::parse("a/b").expect("valid")
     }
 
+    fn look(revision: u64, attempt: Option<Timestamp>, error: Option<&str>) -> Look {
+        Look {
+            payload: true,
+            sidecar: true,
+            attempts: Attempts {
+                revision,
+                last_attempt_at: attempt,
+                last_error: error.map(str::to_owned),
+                ..Attempts::default()
+            },
+            marker: None,
+        }
+    }
+
     #[test]
     fn a_new_revision_is_one_committed_event() {
-        let before = Seen {
-            present: true,
-            payload: true,
-            revision: 1,
-            attempt: None,
-        };
-        let now = Seen {
-            present: true,
-            payload: true,
-            revision: 2,
-            attempt: Some(Timestamp::now()),
-        };
-        let events = changes(&id(), &before, &now, None);
+        let events = changes(
+            &id(),
+            &look(1, None, None),
+            &look(2, Some(Timestamp::now()), None),
+        );
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event, EventKind::Committed);
         assert_eq!(events[0].revision, Some(2));
@@ -321,24 +359,12 @@ mod tests {
 
     #[test]
     fn a_failed_attempt_carries_its_error_and_a_removal_is_seen() {
-        let before = Seen {
-            present: true,
-            payload: true,
-            revision: 1,
-            attempt: None,
-        };
-        let now = Seen {
-            present: true,
-            payload: true,
-            revision: 1,
-            attempt: Some(Timestamp::now()),
-        };
-        let mut meta = Meta::new(&id());
-        meta.last_error = Some("exit status 3".into());
-        let events = changes(&id(), &before, &now, Some(&meta));
+        let before = look(1, None, None);
+        let now = look(1, Some(Timestamp::now()), Some("exit status 3"));
+        let events = changes(&id(), &before, &now);
         assert_eq!(events[0].event, EventKind::Failed);
         assert_eq!(events[0].error.as_deref(), Some("exit status 3"));
-        let gone = changes(&id(), &before, &Seen::default(), None);
+        let gone = changes(&id(), &before, &Look::default());
         assert_eq!(gone[0].event, EventKind::Removed);
     }
 }

@@ -131,7 +131,7 @@ impl Consumer {
     }
 }
 
-/// The source whose payload or sidecar this path is.
+/// The source whose payload, sidecar or marker this path is.
 fn source_of(root: &Path, path: &Path) -> Option<SourceId> {
     let rel = path.strip_prefix(root).ok()?;
     let mut parts = rel.iter();
@@ -140,7 +140,9 @@ fn source_of(root: &Path, path: &Path) -> Option<SourceId> {
         return None;
     }
     match layout::classify(file)? {
-        (name, FileKind::Payload | FileKind::Sidecar) => SourceId::new(tier, &name).ok(),
+        (name, FileKind::Payload | FileKind::Sidecar | FileKind::Marker) => {
+            SourceId::new(tier, &name).ok()
+        }
         _ => None,
     }
 }
@@ -174,6 +176,10 @@ mod tests {
         assert_eq!(id("/r/discovery/x.json").as_deref(), Some("discovery/x"));
         assert_eq!(
             id("/r/discovery/x.meta.json").as_deref(),
+            Some("discovery/x")
+        );
+        assert_eq!(
+            id("/r/discovery/x.refreshing").as_deref(),
             Some("discovery/x")
         );
         assert_eq!(id("/r/discovery/x.lock"), None);

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::PROTOCOL_VERSION;
 use super::error::{ErrorCode, WireError};
+use crate::cache::RefreshState;
 use crate::source::SourceId;
 
 /// A free-form response body: fields flattened into the response object.
@@ -114,7 +115,7 @@ pub struct GetBody {
     pub fetched_at: String,
     /// The source's refresh state (in flight, last error, next retry...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh: Option<Value>,
+    pub refresh: Option<RefreshState>,
     /// The sidecar record, when the request asked for `meta`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<Value>,

@@ -144,10 +144,23 @@ fn every_error_code_from_real_inputs_and_the_connection_stays_usable() {
     let timeout = raw.ask(r#"{"op":"get","source":"t/held","refresh":"force"}"#);
     assert_eq!(code(&timeout), "timeout", "{timeout}");
 
-    // A damaged sidecar: internal, and the daemon goes on.
+    // A damaged sidecar: `state` says so (internal); the payload is still
+    // served.
     std::fs::write(d.root.join("t").join("ok.meta.json"), b"{garbage").expect("damage");
-    let internal = raw.ask(r#"{"op":"get","source":"t/ok"}"#);
+    let internal = raw.ask(r#"{"op":"state","source":"t/ok"}"#);
     assert_eq!(code(&internal), "internal", "{internal}");
+    let served = raw.ask(r#"{"op":"get","source":"t/ok","refresh":"never"}"#);
+    assert_eq!(served["ok"], true, "{served}");
+    // A damaged payload: internal, and the daemon goes on.
+    std::fs::write(d.root.join("t").join("ok.json"), b"{garbage").expect("damage");
+    let internal = raw.ask(r#"{"op":"get","source":"t/ok","refresh":"never"}"#);
+    assert_eq!(code(&internal), "internal", "{internal}");
+    assert!(
+        internal["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ok.json") && m.contains("not one JSON value")),
+        "{internal}"
+    );
     assert_eq!(raw.ask(r#"{"op":"hello"}"#)["ok"], true);
 
     // An oversize line: too_large, then the connection is closed.

@@ -5,70 +5,65 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use super::{Fields, fields, internal, state_json, wire};
-use crate::cache::Entry;
+use super::{Fields, fields, internal, wire};
 use crate::config::SourceConfig;
+use crate::daemon::configured::Configured;
 use crate::daemon::state::{Daemon, blocking};
+use crate::daemon::view::Snapshot;
 use crate::error::Error;
 use crate::lock::SourceLock;
 use crate::meta::Timestamp;
-use crate::protocol::{
-    ErrorCode, Event, EventKind, GetBody, GetRequest, RefreshMode, WireError, embed_payload,
-    timestamp,
-};
+use crate::protocol::{ErrorCode, Event, EventKind, GetBody, GetRequest, RefreshMode, WireError};
 use crate::source::SourceId;
 use crate::stats::{Counter, millis};
 use crate::store;
 
 /// `get`: serve what is on disk, refreshing first or in the background as
-/// the request asks.
+/// the request asks. A current payload is served from the daemon's view
+/// (one `stat`, no read); see [`crate::daemon::view`].
 pub(super) async fn get(d: &Arc<Daemon>, req: GetRequest) -> Result<GetBody, WireError> {
     let sc = d.known(&req.source)?;
-    let mut entry = d.read(&sc).await.map_err(|e| wire(&e))?;
-    let stale = |e: &Option<Entry>| e.as_ref().is_none_or(|e| too_old(e, req.max_age_ms));
+    let mut entry = d.snapshot(&sc).await.map_err(|e| wire(&e))?;
+    let stale = |e: &Option<Snapshot>| e.as_ref().is_none_or(|e| too_old(e, req.max_age_ms));
     match req.refresh {
         RefreshMode::Never => {}
         RefreshMode::IfStale if stale(&entry) => background(d, &sc),
         RefreshMode::IfStale => {}
-        RefreshMode::WaitIfStale if stale(&entry) && !backing_off(&entry) => {
+        RefreshMode::WaitIfStale if stale(&entry) && !backing_off(d, &sc.id) => {
             // Stale data beats no data: a failure only fails a miss.
             if let (Err(e), None) = (d.refresh(&sc).await, &entry) {
                 return Err(wire(&e));
             }
-            entry = d.read(&sc).await.map_err(|e| wire(&e))?;
+            entry = d.snapshot(&sc).await.map_err(|e| wire(&e))?;
         }
         RefreshMode::WaitIfStale => {}
         RefreshMode::Force => {
             d.refresh(&sc).await.map_err(|e| wire(&e))?;
-            entry = d.read(&sc).await.map_err(|e| wire(&e))?;
+            entry = d.snapshot(&sc).await.map_err(|e| wire(&e))?;
         }
     }
     serve(d, &sc, entry, &req).await
 }
 
 /// Older than its ttl, or than the request's `max_age_ms`.
-fn too_old(entry: &Entry, max_age_ms: Option<u64>) -> bool {
-    entry.stale() || max_age_ms.is_some_and(|max| millis(entry.age) > max)
+fn too_old(entry: &Snapshot, max_age_ms: Option<u64>) -> bool {
+    !entry.fresh || max_age_ms.is_some_and(|max| millis(entry.age) > max)
 }
 
 /// The last attempt failed and its retry time has not come.
-fn backing_off(entry: &Option<Entry>) -> bool {
-    let retry = entry
-        .as_ref()
-        .and_then(|e| e.meta.as_ref())
-        .and_then(|m| m.next_retry_at);
+fn backing_off(d: &Daemon, id: &SourceId) -> bool {
+    let retry = d.view.record_of(id).and_then(|(a, _)| a.next_retry_at);
     retry.is_some_and(|t| t > Timestamp::now())
 }
 
 /// Starts a refresh that nobody waits for, unless the source is backing off.
-fn background(d: &Arc<Daemon>, sc: &SourceConfig) {
+fn background(d: &Arc<Daemon>, sc: &Configured) {
+    if backing_off(d, &sc.id) {
+        return;
+    }
     let (daemon, sc) = (Arc::clone(d), sc.clone());
     d.tracker.spawn(async move {
-        let (cache, id) = (daemon.cache.clone(), sc.id.clone());
-        let retry = blocking(move || Ok(cache.meta(&id)?.and_then(|m| m.next_retry_at))).await;
-        if retry.is_ok_and(|r| r.is_none_or(|t| t <= Timestamp::now())) {
-            let _ = daemon.refresh(&sc).await;
-        }
+        let _ = daemon.refresh(&sc).await;
     });
 }
 
@@ -76,12 +71,12 @@ fn background(d: &Arc<Daemon>, sc: &SourceConfig) {
 async fn serve(
     d: &Daemon,
     sc: &SourceConfig,
-    entry: Option<Entry>,
+    entry: Option<Snapshot>,
     req: &GetRequest,
 ) -> Result<GetBody, WireError> {
     let Some(entry) = entry.filter(|e| !e.expired) else {
         d.stats.count(&sc.id, Counter::Miss);
-        return Err(no_data(d, sc).await);
+        return Err(no_data(d, sc));
     };
     let stale = too_old(&entry, req.max_age_ms);
     let counter = if stale {
@@ -90,34 +85,37 @@ async fn serve(
         Counter::FreshHit
     };
     d.stats.count(&sc.id, counter);
-    let (cache, id) = (d.cache.clone(), sc.id.clone());
-    let state = blocking(move || cache.refresh_state(&id))
-        .await
-        .map_err(|e| wire(&e))?;
-    let meta = match (&entry.meta, req.meta) {
-        (Some(m), true) => Some(serde_json::to_value(m).map_err(|e| internal(e.to_string()))?),
-        _ => None,
+    let meta = match req.meta {
+        true => sidecar(d, &sc.id).await?,
+        false => None,
     };
     Ok(GetBody {
-        revision: entry.revision().unwrap_or(state.revision),
+        revision: entry.state.revision,
         age_ms: millis(entry.age),
         fresh: entry.fresh,
         stale,
         expired: entry.expired,
-        fetched_at: timestamp(entry.fetched_at),
-        refresh: Some(state_json(&state)),
+        fetched_at: entry.held.fetched_at.clone(),
+        refresh: Some(entry.state),
         meta,
-        data: Some(embed_payload(entry.data)?),
+        data: Some(entry.held.data.clone()),
     })
 }
 
-/// The `no_data` error, with the last refresh error when there is one.
-async fn no_data(d: &Daemon, sc: &SourceConfig) -> WireError {
-    let (cache, id) = (d.cache.clone(), sc.id.clone());
-    let last = blocking(move || cache.refresh_state(&id))
+/// The sidecar record as JSON, read from disk (only `get` with `meta`
+/// asks for it).
+async fn sidecar(d: &Daemon, id: &SourceId) -> Result<Option<Value>, WireError> {
+    let (cache, key) = (d.cache.clone(), id.clone());
+    let meta = blocking(move || cache.meta(&key))
         .await
-        .ok()
-        .and_then(|s| s.last_error);
+        .map_err(|e| wire(&e))?;
+    meta.map(|m| serde_json::to_value(m).map_err(|e| internal(e.to_string())))
+        .transpose()
+}
+
+/// The `no_data` error, with the last refresh error when there is one.
+fn no_data(d: &Daemon, sc: &SourceConfig) -> WireError {
+    let last = d.view.record_of(&sc.id).and_then(|(a, _)| a.last_error);
     let policy = &sc.policy;
     let why = match (last, policy.max_stale) {
         (Some(error), _) => format!(

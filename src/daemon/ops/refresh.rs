@@ -16,9 +16,10 @@ use crate::refresh::Refreshed;
 pub(super) async fn refresh(d: &Arc<Daemon>, target: RefreshTarget) -> Result<Fields, WireError> {
     let sources = match target {
         RefreshTarget::All => d.config().sources.clone(),
-        RefreshTarget::Sources(ids) => {
-            ids.iter().map(|id| d.known(id)).collect::<Result<_, _>>()?
-        }
+        RefreshTarget::Sources(ids) => ids
+            .iter()
+            .map(|id| d.known(id).map(|sc| (*sc).clone()))
+            .collect::<Result<_, _>>()?,
     };
     let mut running = tokio::task::JoinSet::new();
     for (index, sc) in sources.into_iter().enumerate() {

@@ -1,0 +1,264 @@
+//! The daemon's view of every source: what it last saw on disk (so that
+//! each change is published once, as an event), the refresh record of the
+//! sidecar and the marker, and, once a client has asked for the source, its
+//! payload, checked and ready to embed in a `get` answer.
+//!
+//! A hot `get` costs one `stat` of the payload file: when the file's
+//! [`Stamp`] is the one held, the held payload is served as it is, without
+//! opening a file or leaving the worker thread. A new stamp (a commit by
+//! anyone, an invalidation, a hand edit) makes the next `get` read the file
+//! again, with its sidecar. The sidecar and the marker are kept current by
+//! the root watcher and by the daemon's own refreshes ([`super::state`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde_json::value::RawValue;
+
+use super::state::lock;
+use crate::cache::{Attempts, RefreshState};
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::meta::Marker;
+use crate::protocol::timestamp;
+use crate::refresh;
+use crate::source::{Policy, SourceId};
+
+/// Payloads larger than this are read from disk at every `get` instead of
+/// being held in memory.
+pub(crate) const HOLD_MAX: u64 = 1 << 20;
+
+/// What `stat` says about a payload file. It changes whenever the file is
+/// replaced (a commit renames a new inode in), touched (an invalidation) or
+/// written in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// The stamp of the payload at `path`; `Ok(None)` when there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when `stat` fails for another reason than "not found".
+    pub fn probe(path: &Path) -> Result<Option<Self>> {
+        match std::fs::metadata(path) {
+            Ok(meta) => Ok(Some(Self::of(&meta))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat payload", path, e)),
+        }
+    }
+}
+
+/// A payload as `get` serves it.
+#[derive(Debug)]
+pub(crate) struct Held {
+    /// The file it was read from.
+    pub stamp: Stamp,
+    /// Its mtime: when it was fetched or last revalidated.
+    pub modified: SystemTime,
+    /// `modified` as the protocol writes it.
+    pub fetched_at: String,
+    /// The bytes, checked to be one JSON value, on one line.
+    pub data: Box<RawValue>,
+}
+
+impl Held {
+    /// Reads and checks the payload at `path`; `Ok(None)` when there is
+    /// none. Line breaks between tokens become spaces (a JSON string cannot
+    /// hold a raw one), so the payload fits a protocol line as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when it cannot be read, [`Error::Corrupt`] when it is
+    /// not UTF-8 or not one JSON value.
+    pub fn load(path: &Path) -> Result<Option<Self>> {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open payload", path, e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("stat payload", path, e))?;
+        let modified = meta
+            .modified()
+            .map_err(|e| Error::io("stat payload", path, e))?;
+        let mut text = String::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.read_to_string(&mut text).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => corrupt(path, "it is not UTF-8".into()),
+            _ => Error::io("read payload", path, e),
+        })?;
+        if text.contains(['\n', '\r']) {
+            text = text.replace(['\n', '\r'], " ");
+        }
+        let data = RawValue::from_string(text)
+            .map_err(|e| corrupt(path, format!("it is not one JSON value: {e}")))?;
+        Ok(Some(Self {
+            stamp: Stamp::of(&meta),
+            modified,
+            fetched_at: timestamp(modified),
+            data,
+        }))
+    }
+
+    /// Small enough to keep in memory.
+    pub fn holdable(&self) -> bool {
+        self.stamp.len <= HOLD_MAX
+    }
+}
+
+fn corrupt(path: &Path, reason: String) -> Error {
+    Error::Corrupt {
+        what: "payload",
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// What a `get` serves of a source: its payload, how old it is, and its
+/// refresh state.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub held: Arc<Held>,
+    pub age: Duration,
+    /// Younger than its ttl.
+    pub fresh: bool,
+    /// Older than its `max_stale`.
+    pub expired: bool,
+    pub state: RefreshState,
+}
+
+impl Snapshot {
+    /// Ages `held` by the clock, under `policy`.
+    pub fn new(held: Arc<Held>, policy: &Policy, state: RefreshState) -> Self {
+        let age = SystemTime::now()
+            .duration_since(held.modified)
+            .unwrap_or_default();
+        Self {
+            fresh: age < policy.ttl,
+            expired: policy.max_stale.is_some_and(|m| age > m),
+            held,
+            age,
+            state,
+        }
+    }
+}
+
+/// One look at a source's files (not the payload's bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Look {
+    /// A payload exists.
+    pub payload: bool,
+    /// A sidecar exists.
+    pub sidecar: bool,
+    /// What the sidecar records (the default without one).
+    pub attempts: Attempts,
+    /// The marker of a refresh, if one is there.
+    pub marker: Option<Marker>,
+}
+
+impl Look {
+    /// Looks at a source's payload, sidecar and marker.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] or [`Error::Corrupt`] from the sidecar.
+    pub fn take(layout: &Layout, id: &SourceId) -> Result<Self> {
+        let meta = refresh::read_meta(layout, id)?;
+        Ok(Self {
+            payload: layout.payload(id).exists(),
+            sidecar: meta.is_some(),
+            attempts: meta.as_ref().map(Attempts::of).unwrap_or_default(),
+            marker: refresh::read_marker(layout, id),
+        })
+    }
+
+    /// Anything of the source on disk.
+    pub fn present(&self) -> bool {
+        self.payload || self.sidecar
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    look: Look,
+    held: Option<Arc<Held>>,
+}
+
+/// Every source's last look and held payload.
+#[derive(Debug, Default)]
+pub(crate) struct View {
+    slots: Mutex<HashMap<SourceId, Slot>>,
+}
+
+impl View {
+    /// Records a new look at a source and returns the previous one (`None`
+    /// the first time). A held payload is let go when the revision moved
+    /// or the payload went: the next `get` reads the new one.
+    pub fn record(&self, id: &SourceId, look: Look) -> Option<Look> {
+        let mut slots = lock(&self.slots);
+        let Some(slot) = slots.get_mut(id) else {
+            slots.insert(id.clone(), Slot { look, held: None });
+            return None;
+        };
+        if !look.payload || look.attempts.revision != slot.look.attempts.revision {
+            slot.held = None;
+        }
+        Some(std::mem::replace(&mut slot.look, look))
+    }
+
+    /// The held payload, when its stamp is still `stamp`.
+    pub fn held(&self, id: &SourceId, stamp: Stamp) -> Option<Arc<Held>> {
+        let slots = lock(&self.slots);
+        let held = slots.get(id)?.held.as_ref()?;
+        (held.stamp == stamp).then(|| Arc::clone(held))
+    }
+
+    /// Keeps a payload for the next `get`s (when it is small enough).
+    pub fn hold(&self, id: &SourceId, held: &Arc<Held>) {
+        if let Some(slot) = lock(&self.slots).get_mut(id).filter(|_| held.holdable()) {
+            slot.held = Some(Arc::clone(held));
+        }
+    }
+
+    /// The sidecar's record and the marker of the last look; `None` when
+    /// the source was never looked at.
+    pub fn record_of(&self, id: &SourceId) -> Option<(Attempts, Option<Marker>)> {
+        let slots = lock(&self.slots);
+        let look = &slots.get(id)?.look;
+        Some((look.attempts.clone(), look.marker.clone()))
+    }
+
+    /// How many sources have a payload, by tier.
+    pub fn keys_by_tier(&self) -> BTreeMap<String, u64> {
+        let mut by_tier = BTreeMap::new();
+        for (id, _) in lock(&self.slots).iter().filter(|(_, s)| s.look.payload) {
+            *by_tier.entry(id.tier().to_owned()).or_insert(0u64) += 1;
+        }
+        by_tier
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,86 @@
+use std::time::Duration;
+
+use super::*;
+use crate::store;
+
+fn id() -> SourceId {
+    SourceId::parse("t/x").expect("id")
+}
+
+fn attempts(revision: u64) -> Look {
+    Look {
+        payload: true,
+        sidecar: true,
+        attempts: Attempts {
+            revision,
+            ..Attempts::default()
+        },
+        marker: None,
+    }
+}
+
+#[test]
+fn a_stamp_changes_when_the_file_is_replaced_or_touched() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("x.json");
+    assert_eq!(Stamp::probe(&path).expect("probe"), None);
+    std::fs::write(&path, "[1]").expect("write");
+    let first = Stamp::probe(&path).expect("probe").expect("stamp");
+    assert_eq!(Stamp::probe(&path).expect("probe"), Some(first));
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    store::touch(&path, old).expect("touch");
+    let touched = Stamp::probe(&path).expect("probe").expect("stamp");
+    assert_ne!(touched, first);
+    let other = dir.path().join("y.json");
+    std::fs::write(&other, "[1]").expect("write");
+    std::fs::rename(&other, &path).expect("rename");
+    let replaced = Stamp::probe(&path).expect("probe").expect("stamp");
+    assert_ne!(replaced, touched);
+}
+
+#[test]
+fn a_payload_is_loaded_on_one_line_and_garbage_is_corrupt() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("x.json");
+    assert!(Held::load(&path).expect("load").is_none());
+    std::fs::write(&path, "{\n  \"a\": [1,\r\n 2]\n}\n").expect("write");
+    let held = Held::load(&path).expect("load").expect("held");
+    assert!(
+        !held.data.get().contains(['\n', '\r']),
+        "{}",
+        held.data.get()
+    );
+    let parsed: serde_json::Value = serde_json::from_str(held.data.get()).expect("json");
+    assert_eq!(parsed, serde_json::json!({"a": [1, 2]}));
+    assert_eq!(Some(held.stamp), Stamp::probe(&path).expect("probe"));
+    std::fs::write(&path, "{\"a\": ").expect("write");
+    let err = Held::load(&path).expect_err("truncated JSON");
+    assert!(err.to_string().contains("not one JSON value"), "{err}");
+    std::fs::write(&path, [0xff, 0xfe]).expect("write");
+    let err = Held::load(&path).expect_err("not UTF-8");
+    assert!(err.to_string().contains("not UTF-8"), "{err}");
+}
+
+#[test]
+fn a_held_payload_serves_its_own_stamp_until_the_revision_moves() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("x.json");
+    std::fs::write(&path, "[1]").expect("write");
+    let view = View::default();
+    assert_eq!(view.record(&id(), attempts(1)), None);
+    let held = Arc::new(Held::load(&path).expect("load").expect("held"));
+    view.hold(&id(), &held);
+    let stamp = held.stamp;
+    assert!(view.held(&id(), stamp).is_some());
+    std::fs::write(&path, "[22]").expect("write");
+    let changed = Stamp::probe(&path).expect("probe").expect("stamp");
+    assert!(view.held(&id(), changed).is_none(), "a new stamp misses");
+    assert_eq!(view.record(&id(), attempts(1)), Some(attempts(1)));
+    assert!(
+        view.held(&id(), stamp).is_some(),
+        "same revision: still held"
+    );
+    view.record(&id(), attempts(2));
+    assert!(view.held(&id(), stamp).is_none(), "new revision: let go");
+    assert_eq!(view.keys_by_tier().get("t"), Some(&1));
+}
