@@ -19,6 +19,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -223,16 +224,28 @@ impl<S: Service> Connection<S> {
 
     /// Reads requests and answers them in order until the client closes,
     /// idles out, sends an oversize line, or the daemon shuts down.
+    ///
+    /// The shutdown wait and the idle timer are set up once per connection,
+    /// not per request: the timer is only pushed back when it fires early.
     async fn requests(&mut self) -> io::Result<()> {
+        let shutdown = self.shutdown.clone();
+        let stop = shutdown.cancelled();
+        tokio::pin!(stop);
+        let idle = self.limits.idle_timeout;
+        let mut last = Instant::now();
+        let timer = tokio::time::sleep_until(last + idle);
+        tokio::pin!(timer);
         loop {
-            let idle = self.limits.idle_timeout;
             let line = tokio::select! {
-                () = self.shutdown.cancelled() => return Ok(()),
-                read = tokio::time::timeout(idle, read_line(&mut self.reader, &mut self.buf)) => {
-                    match read {
-                        Ok(line) => line?,
-                        Err(_) => return Ok(()),
+                biased;
+                () = &mut stop => return Ok(()),
+                line = read_line(&mut self.reader, &mut self.buf) => line?,
+                () = &mut timer => {
+                    if Instant::now() >= last + idle {
+                        return Ok(());
                     }
+                    timer.as_mut().reset(last + idle);
+                    continue;
                 }
             };
             let answer = match line {
@@ -260,6 +273,7 @@ impl<S: Service> Connection<S> {
                     return self.watch(stream).await;
                 }
             }
+            last = Instant::now();
         }
     }
 
@@ -282,18 +296,30 @@ impl<S: Service> Connection<S> {
         }
     }
 
+    /// Sends one line. Most answers fit the socket's buffer at once: they
+    /// are written without arming a timer; the rest waits for the client
+    /// up to the write timeout.
     async fn send(&mut self, text: &str) -> io::Result<()> {
-        write_with_timeout(&mut self.writer, text, self.limits.write_timeout).await
+        let bytes = text.as_bytes();
+        let sent = match self.writer.try_write(bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        match &bytes[sent..] {
+            [] => Ok(()),
+            rest => write_with_timeout(&mut self.writer, rest, self.limits.write_timeout).await,
+        }
     }
 }
 
 async fn write_with_timeout<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    text: &str,
+    bytes: &[u8],
     limit: Duration,
 ) -> io::Result<()> {
     let write = async {
-        writer.write_all(text.as_bytes()).await?;
+        writer.write_all(bytes).await?;
         writer.flush().await
     };
     match tokio::time::timeout(limit, write).await {
