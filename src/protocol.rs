@@ -86,7 +86,9 @@ mod request;
 mod response;
 
 pub use error::{ErrorCode, WireError};
-pub use frame::{Line, read_line, read_line_max, to_line, write_json_line, write_response};
+pub use frame::{
+    Line, read_line, read_line_blocking, read_line_max, to_line, write_json_line, write_response,
+};
 pub use request::{
     Envelope, GetRequest, RefreshMode, RefreshTarget, Rejected, Request, parse_request,
 };

@@ -1,6 +1,13 @@
-//! The socket server: an accept loop with one task per connection,
-//! newline-delimited JSON framing, the connection cap, the idle timeout,
-//! peer credential checks and shutdown.
+//! The socket server: an accept loop, one thread per connection with
+//! blocking reads and writes, newline-delimited JSON framing, the connection
+//! cap, the idle timeout, peer credential checks and shutdown.
+//!
+//! A connection is served by its own thread (see `conn`), which reads a
+//! line, runs the request on the runtime with [`Handle::block_on`] and
+//! writes the answer. A hot request (a `get` answered from memory) never
+//! waits for anything, so this is one wake-up, one read and one write per
+//! request, with no event-loop hop in between. A `watch` is handed to an
+//! async task once its first line is sent (see `watch`).
 //!
 //! What each request does is the [`Service`]'s business; the server owns the
 //! transport rules of protocol v1 (see [`crate::protocol`]): a malformed line
@@ -11,21 +18,17 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::unix::OwnedReadHalf;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
-use tokio::time::Instant;
+use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::protocol::{
-    Envelope, ErrorCode, Event, Line, Response, WireError, parse_request, read_line, to_line,
-};
+use crate::protocol::{Envelope, ErrorCode, Event, Response, WireError, to_line};
 use crate::source::SourceId;
 
 /// The server's limits.
@@ -123,9 +126,10 @@ pub trait Service: Send + Sync + 'static {
     fn call(self: &Arc<Self>, request: Envelope) -> impl Future<Output = Answer> + Send;
 }
 
-/// Serves connections on `listener` until `shutdown` is cancelled. Every
-/// connection task is spawned on `tracker`, and each ends at the next
-/// request boundary after `shutdown`.
+/// Serves connections on `listener` until `shutdown` is cancelled: accepts
+/// here, serves each connection on its own thread (watches on tasks). Every
+/// connection is tracked by `tracker`, and each ends at the next request
+/// boundary after `shutdown`.
 pub async fn serve<S: Service>(
     listener: UnixListener,
     service: Arc<S>,
@@ -135,6 +139,9 @@ pub async fn serve<S: Service>(
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let own_uid = nix::unistd::getuid().as_raw();
+    let open = conn::Open::new();
+    tracker.spawn(open.clone().close_on(shutdown.clone()));
+    let runtime = Handle::current();
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -156,8 +163,16 @@ pub async fn serve<S: Service>(
             tracker.spawn(refuse_busy(stream, limits));
             continue;
         };
-        let conn = Connection::new(stream, Arc::clone(&service), limits, shutdown.clone());
-        tracker.spawn(conn.run(slot));
+        let conn = conn::Conn {
+            service: Arc::clone(&service),
+            limits,
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+            runtime: runtime.clone(),
+            open: open.clone(),
+            slot,
+        };
+        conn.start(stream);
     }
 }
 
@@ -188,148 +203,8 @@ async fn refuse_busy(mut stream: UnixStream, limits: Limits) {
     }
 }
 
-/// One client connection.
-struct Connection<S> {
-    reader: BufReader<OwnedReadHalf>,
-    writer: tokio::net::unix::OwnedWriteHalf,
-    buf: Vec<u8>,
-    service: Arc<S>,
-    limits: Limits,
-    shutdown: CancellationToken,
-}
-
-impl<S: Service> Connection<S> {
-    fn new(
-        stream: UnixStream,
-        service: Arc<S>,
-        limits: Limits,
-        shutdown: CancellationToken,
-    ) -> Self {
-        let (read, writer) = stream.into_split();
-        Self {
-            reader: BufReader::new(read),
-            writer,
-            buf: Vec::new(),
-            service,
-            limits,
-            shutdown,
-        }
-    }
-
-    async fn run(mut self, _slot: OwnedSemaphorePermit) {
-        if let Err(e) = self.requests().await {
-            tracing::debug!("connection ended: {e}");
-        }
-    }
-
-    /// Reads requests and answers them in order until the client closes,
-    /// idles out, sends an oversize line, or the daemon shuts down.
-    ///
-    /// The shutdown wait and the idle timer are set up once per connection,
-    /// not per request: the timer is only pushed back when it fires early.
-    async fn requests(&mut self) -> io::Result<()> {
-        let shutdown = self.shutdown.clone();
-        let stop = shutdown.cancelled();
-        tokio::pin!(stop);
-        let idle = self.limits.idle_timeout;
-        let mut last = Instant::now();
-        let timer = tokio::time::sleep_until(last + idle);
-        tokio::pin!(timer);
-        loop {
-            let line = tokio::select! {
-                biased;
-                () = &mut stop => return Ok(()),
-                line = read_line(&mut self.reader, &mut self.buf) => line?,
-                () = &mut timer => {
-                    if Instant::now() >= last + idle {
-                        return Ok(());
-                    }
-                    timer.as_mut().reset(last + idle);
-                    continue;
-                }
-            };
-            let answer = match line {
-                Line::Eof => return Ok(()),
-                Line::TooLarge => {
-                    let Answer::Line(text) = Answer::error(None, WireError::too_large()) else {
-                        return Ok(());
-                    };
-                    return self.send(&text).await;
-                }
-                Line::Invalid(e) => {
-                    let msg = format!("request line is not UTF-8: {e}");
-                    Answer::error(None, WireError::bad_request(msg))
-                }
-                Line::Text(text) if text.trim().is_empty() => continue,
-                Line::Text(text) => match parse_request(&text) {
-                    Ok(request) => self.service.call(request).await,
-                    Err(rejected) => Answer::of(&rejected.into_response(), None),
-                },
-            };
-            match answer {
-                Answer::Line(text) => self.send(&text).await?,
-                Answer::Watch { first, stream } => {
-                    self.send(&first).await?;
-                    return self.watch(stream).await;
-                }
-            }
-            last = Instant::now();
-        }
-    }
-
-    /// Forwards events until the client closes or the daemon shuts down.
-    /// Lines the client sends meanwhile are read and ignored.
-    async fn watch(&mut self, mut stream: EventStream) -> io::Result<()> {
-        loop {
-            tokio::select! {
-                () = self.shutdown.cancelled() => return Ok(()),
-                read = read_line(&mut self.reader, &mut self.buf) => match read? {
-                    Line::Eof | Line::TooLarge => return Ok(()),
-                    Line::Text(_) | Line::Invalid(_) => {}
-                },
-                event = stream.next() => {
-                    let Some(event) = event else { return Ok(()) };
-                    let text = to_line(&event).map_err(io::Error::other)?;
-                    self.send(&text).await?;
-                }
-            }
-        }
-    }
-
-    /// Sends one line. Most answers fit the socket's buffer at once: they
-    /// are written without arming a timer; the rest waits for the client
-    /// up to the write timeout.
-    async fn send(&mut self, text: &str) -> io::Result<()> {
-        let bytes = text.as_bytes();
-        let sent = match self.writer.try_write(bytes) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(e),
-        };
-        match &bytes[sent..] {
-            [] => Ok(()),
-            rest => write_with_timeout(&mut self.writer, rest, self.limits.write_timeout).await,
-        }
-    }
-}
-
-async fn write_with_timeout<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    bytes: &[u8],
-    limit: Duration,
-) -> io::Result<()> {
-    let write = async {
-        writer.write_all(bytes).await?;
-        writer.flush().await
-    };
-    match tokio::time::timeout(limit, write).await {
-        Ok(result) => result,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the client did not take its response in time",
-        )),
-    }
-}
+mod conn;
+mod watch;
 
 #[cfg(test)]
 mod tests;

@@ -51,26 +51,58 @@ where
 {
     loop {
         let chunk = reader.fill_buf().await?;
-        if chunk.is_empty() {
-            return Ok(if buf.is_empty() {
-                Line::Eof
-            } else {
-                finish(buf, max)
-            });
-        }
-        let newline = chunk.iter().position(|&b| b == b'\n');
-        let used = newline.map_or(chunk.len(), |i| i + 1);
-        buf.extend_from_slice(&chunk[..newline.unwrap_or(chunk.len())]);
+        let (used, line) = take(chunk, buf, max);
         reader.consume(used);
-        if newline.is_some() {
-            return Ok(finish(buf, max));
-        }
-        // One byte of slack for a `\r` that a following `\n` would drop.
-        if buf.len() > max.saturating_add(1) {
-            buf.clear();
-            return Ok(Line::TooLarge);
+        if let Some(line) = line {
+            return Ok(line);
         }
     }
+}
+
+/// [`read_line`] on a blocking reader: one line of at most [`MAX_LINE`]
+/// bytes, with the same outcomes.
+///
+/// # Errors
+///
+/// The reader's IO error (a read timeout among them).
+pub fn read_line_blocking<R>(reader: &mut R, buf: &mut Vec<u8>) -> io::Result<Line>
+where
+    R: io::BufRead + ?Sized,
+{
+    loop {
+        let chunk = reader.fill_buf()?;
+        let (used, line) = take(chunk, buf, MAX_LINE);
+        reader.consume(used);
+        if let Some(line) = line {
+            return Ok(line);
+        }
+    }
+}
+
+/// Moves the part of `chunk` that belongs to the current line into `buf`.
+/// Returns how many bytes of `chunk` were used, and the line once it is
+/// complete (an empty chunk is the end of the stream).
+fn take(chunk: &[u8], buf: &mut Vec<u8>, max: usize) -> (usize, Option<Line>) {
+    if chunk.is_empty() {
+        let line = if buf.is_empty() {
+            Line::Eof
+        } else {
+            finish(buf, max)
+        };
+        return (0, Some(line));
+    }
+    let newline = chunk.iter().position(|&b| b == b'\n');
+    let used = newline.map_or(chunk.len(), |i| i + 1);
+    buf.extend_from_slice(&chunk[..newline.unwrap_or(chunk.len())]);
+    if newline.is_some() {
+        return (used, Some(finish(buf, max)));
+    }
+    // One byte of slack for a `\r` that a following `\n` would drop.
+    if buf.len() > max.saturating_add(1) {
+        buf.clear();
+        return (used, Some(Line::TooLarge));
+    }
+    (used, None)
 }
 
 /// Turns the complete line in `buf` into a [`Line`] and empties `buf`.
@@ -176,6 +208,44 @@ mod tests {
                 text("{\"op\":\"status\"}")
             ]
         );
+    }
+
+    /// Every line of `input` through the blocking reader, fed in chunks of
+    /// `chunk` bytes.
+    fn read_all_blocking(input: &[u8], chunk: usize) -> Vec<Line> {
+        let mut reader = std::io::BufReader::with_capacity(chunk, input);
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            match read_line_blocking(&mut reader, &mut buf).expect("read") {
+                Line::Eof => return lines,
+                Line::TooLarge => return [lines, vec![Line::TooLarge]].concat(),
+                line => lines.push(line),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_blocking_reader_frames_lines_as_the_async_one_does() {
+        let long = "y".repeat(MAX_LINE);
+        let inputs = [
+            "{\"op\":\"hello\"}\n\n{\"op\":\"status\"}\n".to_owned(),
+            "a\r\nb\r\nlast".to_owned(),
+            format!("{long}\r\nnext\n"),
+            format!("{long}zz\nnever read\n"),
+            String::new(),
+        ];
+        for input in &inputs {
+            let mut want = read_all(input.as_bytes()).await;
+            // A server closes after `too_large`: compare up to there.
+            if let Some(at) = want.iter().position(|l| *l == Line::TooLarge) {
+                want.truncate(at + 1);
+            }
+            for chunk in [1, 7, 8192] {
+                let got = read_all_blocking(input.as_bytes(), chunk);
+                assert_eq!(got, want, "chunk {chunk}, input {input:.40}");
+            }
+        }
     }
 
     #[tokio::test]
