@@ -136,6 +136,18 @@ pub struct Snapshot {
     pub sources: BTreeMap<SourceId, Counters>,
 }
 
+/// The daemon-level figures of a [`Snapshot`], without the per-source
+/// counters (cheap to take with many sources).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// seeding, ready or error.
+    pub status: Status,
+    /// Sources with a payload on disk.
+    pub keys_total: u64,
+    /// The last daemon-level error, if unresolved.
+    pub last_error: Option<String>,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Persisted {
     format: u32,
@@ -239,6 +251,16 @@ impl Stats {
         inner.keys_by_tier = keys_by_tier;
         inner.last_reconciled_at = Some(SystemTime::now());
         inner.last_duration = Some(took);
+    }
+
+    /// The daemon-level figures, without copying the per-source counters.
+    pub fn summary(&self) -> Summary {
+        let inner = self.lock();
+        Summary {
+            status: status_of(&inner),
+            keys_total: inner.keys_by_tier.values().sum(),
+            last_error: inner.last_error.clone(),
+        }
     }
 
     /// A copy of everything.
@@ -354,6 +376,7 @@ mod tests {
         stats.reconciled(tiers, Duration::from_millis(7));
         let snap = stats.snapshot();
         assert_eq!(snap.keys_total, 5);
+        assert_eq!(stats.summary().keys_total, 5);
         assert_eq!(snap.last_duration_ms, Some(7));
         assert!(snap.last_reconciled_at.is_some());
     }

@@ -63,7 +63,17 @@ pub struct ServeOptions {
 /// serves on the socket, or the socket cannot be bound.
 pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
     init_logging();
+    // Worker threads: tokio's default, one per core. Blocking threads: at
+    // most `max_concurrent_refreshes` of them (4 by default) are held long
+    // (an HTTP fetch, a wait on another process's lock); everything else on
+    // the pool is file work of microseconds to milliseconds (reads, looks,
+    // commits). 32 leaves that short work threads to spare beside the long
+    // holds, while a burst (many clients, 10,000 sources looked at) queues
+    // for a thread instead of growing the pool to hundreds of threads, each
+    // with its stack and malloc arena.
+    const MAX_BLOCKING_THREADS: usize = 32;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .thread_name("discocache")
         .build()

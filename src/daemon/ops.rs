@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::reload;
 use super::state::{Daemon, blocking, cache_source, lock};
-use crate::cache::{Entry, RefreshState};
+use crate::cache::{Cache, Entry, RefreshState};
 use crate::config::SourceConfig;
 use crate::protocol::{
     Envelope, ErrorCode, Fields, HelloBody, Request, Response, WireError, timestamp,
@@ -128,14 +128,18 @@ async fn source_state(d: &Daemon, id: &SourceId) -> Result<Fields, WireError> {
     ]))
 }
 
-/// `status`: the daemon and every configured source.
+/// `status`: the daemon and every configured source, the sources read in
+/// one blocking call.
 async fn status(d: &Daemon) -> Result<Fields, WireError> {
     let config = d.config();
-    let mut sources = Vec::new();
-    for sc in &config.sources {
-        sources.push(source_status(d, sc).await);
-    }
-    let snap = d.stats.snapshot();
+    let (cache, all) = (d.cache.clone(), Arc::clone(&config));
+    let sources = blocking(move || {
+        let lines = all.sources.iter().map(|sc| source_status(&cache, sc));
+        Ok(Value::Array(lines.collect()))
+    })
+    .await
+    .map_err(|e| wire(&e))?;
+    let snap = d.stats.summary();
     let daemon = json!({
         "status": snap.status,
         "version": env!("CARGO_PKG_VERSION"),
@@ -147,19 +151,15 @@ async fn status(d: &Daemon) -> Result<Fields, WireError> {
         "last_error": snap.last_error,
         "keys_total": snap.keys_total,
     });
-    Ok(fields([("daemon", daemon), ("sources", sources.into())]))
+    Ok(fields([("daemon", daemon), ("sources", sources)]))
 }
 
-/// One source's line in `status`.
-async fn source_status(d: &Daemon, sc: &SourceConfig) -> Value {
-    let (cache, source) = (d.cache.clone(), cache_source(sc));
-    let looked = blocking(move || {
-        Ok((
-            cache.read_with_meta(&source)?,
-            cache.refresh_state(&source.id)?,
-        ))
-    })
-    .await;
+/// One source's line in `status` (blocking: reads its files).
+fn source_status(cache: &Cache, sc: &SourceConfig) -> Value {
+    let source = cache_source(sc);
+    let looked = cache
+        .read_with_meta(&source)
+        .and_then(|entry| Ok((entry, cache.refresh_state(&source.id)?)));
     let mut line = json!({
         "source": sc.id,
         "refresher": sc.refresher.describe(),

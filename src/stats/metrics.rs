@@ -107,9 +107,12 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// never hold `"`, `\` or a newline, so they need no escaping.
 fn line(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
     out.push_str(name);
+    for (i, (k, v)) in labels.iter().enumerate() {
+        let open = if i == 0 { '{' } else { ',' };
+        let _ = write!(out, "{open}{k}=\"{v}\"");
+    }
     if !labels.is_empty() {
-        let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-        let _ = write!(out, "{{{}}}", inner.join(","));
+        out.push('}');
     }
     let _ = writeln!(out, " {value}");
 }
