@@ -217,11 +217,12 @@ impl Stats {
 
     /// Counts one event for a source.
     pub fn count(&self, id: &SourceId, counter: Counter) {
-        self.lock()
-            .sources
-            .entry(id.clone())
-            .or_default()
-            .bump(counter);
+        let mut inner = self.lock();
+        // The id is cloned only the first time a source is counted.
+        match inner.sources.get_mut(id) {
+            Some(counts) => counts.bump(counter),
+            None => inner.sources.entry(id.clone()).or_default().bump(counter),
+        }
     }
 
     /// Ends (or restarts) the seeding phase.

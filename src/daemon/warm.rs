@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
+use super::configured::Configured;
 use super::state::{Daemon, blocking, lock};
 use crate::cache::Cache;
 use crate::config::{Config, SourceConfig};
@@ -175,7 +176,7 @@ fn start_next(daemon: &Arc<Daemon>, permit: OwnedSemaphorePermit) {
 
 /// One attempt under its permit: re-check that the source is still due
 /// (someone else may have refreshed it meanwhile), refresh, then rest.
-async fn attempt(daemon: Arc<Daemon>, sc: SourceConfig, look: Look, permit: OwnedSemaphorePermit) {
+async fn attempt(daemon: Arc<Daemon>, sc: Configured, look: Look, permit: OwnedSemaphorePermit) {
     let recheck = due_times(&daemon, vec![look]).await;
     let due = recheck.first().and_then(|(_, due)| *due);
     let result = match due.is_some_and(|due| due <= Instant::now()) {
