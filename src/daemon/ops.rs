@@ -146,6 +146,7 @@ async fn status(d: &Daemon) -> Result<Fields, WireError> {
         "started_at": timestamp(d.started_at),
         "last_error": snap.last_error,
         "keys_total": snap.keys_total,
+        "held_bytes": d.view.held_bytes(),
     });
     Ok(fields([("daemon", daemon), ("sources", sources)]))
 }

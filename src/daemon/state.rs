@@ -1,7 +1,7 @@
 //! The daemon's shared state: the cache, the current config, the refresh
 //! permits, the event channel and the daemon's view of every source.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::SystemTime;
@@ -246,18 +246,33 @@ impl Daemon {
             .await;
     }
 
-    /// Records what is on disk now without publishing anything (at start).
+    /// Records what is on disk now without publishing anything, and holds
+    /// the payloads of configured sources, so that the first `get` of each
+    /// is answered from memory (at start).
     pub async fn prime(&self) {
         let (layout, ids) = (self.cache.layout().clone(), self.all_ids().await);
+        let configured: HashSet<SourceId> =
+            self.config().sources.iter().map(|s| s.id.clone()).collect();
         let looks = blocking(move || {
-            Ok(ids
-                .into_iter()
-                .filter_map(|id| Look::take(&layout, &id).ok().map(|look| (id, look)))
-                .collect::<Vec<_>>())
+            let mut looks = Vec::with_capacity(ids.len());
+            for id in ids {
+                let Ok(look) = Look::take(&layout, &id) else {
+                    continue;
+                };
+                let configured = look.payload && configured.contains(&id);
+                let held = configured
+                    .then(|| Held::load(&layout.payload(&id)).ok().flatten())
+                    .flatten();
+                looks.push((id, look, held));
+            }
+            Ok(looks)
         })
         .await;
-        for (id, look) in looks.unwrap_or_default() {
+        for (id, look, held) in looks.unwrap_or_default() {
             self.view.record(&id, look);
+            if let Some(held) = held {
+                self.view.hold(&id, &Arc::new(held));
+            }
         }
         self.count_keys();
     }

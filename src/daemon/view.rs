@@ -33,6 +33,10 @@ use crate::source::{Policy, SourceId};
 /// being held in memory.
 pub(crate) const HOLD_MAX: u64 = 1 << 20;
 
+/// The most payload bytes held at once; past it, payloads are read from
+/// disk at every `get`.
+pub(crate) const HOLD_BUDGET: u64 = 64 << 20;
+
 /// What `stat` says about a payload file. It changes whenever the file is
 /// replaced (a commit renames a new inode in), touched (an invalidation) or
 /// written in place.
@@ -121,11 +125,6 @@ impl Held {
             data,
         }))
     }
-
-    /// Small enough to keep in memory.
-    pub fn holdable(&self) -> bool {
-        self.stamp.len <= HOLD_MAX
-    }
 }
 
 fn corrupt(path: &Path, reason: String) -> Error {
@@ -209,7 +208,26 @@ struct Slot {
 /// Every source's last look and held payload.
 #[derive(Debug, Default)]
 pub(crate) struct View {
-    slots: Mutex<HashMap<SourceId, Slot>>,
+    inner: Mutex<Slots>,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    by_id: HashMap<SourceId, Slot>,
+    /// The bytes of every held payload, at most [`HOLD_BUDGET`].
+    held_bytes: u64,
+}
+
+impl Slots {
+    /// Lets go of a source's held payload.
+    fn release(&mut self, id: &SourceId) {
+        let Some(slot) = self.by_id.get_mut(id) else {
+            return;
+        };
+        if let Some(held) = slot.held.take() {
+            self.held_bytes -= held.stamp.len;
+        }
+    }
 }
 
 impl View {
@@ -217,46 +235,62 @@ impl View {
     /// the first time). A held payload is let go when the revision moved
     /// or the payload went: the next `get` reads the new one.
     pub fn record(&self, id: &SourceId, look: Look) -> Option<Look> {
-        let mut slots = lock(&self.slots);
-        let Some(slot) = slots.get_mut(id) else {
-            slots.insert(id.clone(), Slot { look, held: None });
+        let mut slots = lock(&self.inner);
+        let Some(slot) = slots.by_id.get_mut(id) else {
+            slots.by_id.insert(id.clone(), Slot { look, held: None });
             return None;
         };
-        if !look.payload || look.attempts.revision != slot.look.attempts.revision {
-            slot.held = None;
+        let moved = !look.payload || look.attempts.revision != slot.look.attempts.revision;
+        let before = std::mem::replace(&mut slot.look, look);
+        if moved {
+            slots.release(id);
         }
-        Some(std::mem::replace(&mut slot.look, look))
+        Some(before)
     }
 
     /// The held payload, when its stamp is still `stamp`.
     pub fn held(&self, id: &SourceId, stamp: Stamp) -> Option<Arc<Held>> {
-        let slots = lock(&self.slots);
-        let held = slots.get(id)?.held.as_ref()?;
+        let slots = lock(&self.inner);
+        let held = slots.by_id.get(id)?.held.as_ref()?;
         (held.stamp == stamp).then(|| Arc::clone(held))
     }
 
-    /// Keeps a payload for the next `get`s (when it is small enough).
+    /// Keeps a payload for the next `get`s, when it is at most
+    /// [`HOLD_MAX`] and the payloads held stay within [`HOLD_BUDGET`].
     pub fn hold(&self, id: &SourceId, held: &Arc<Held>) {
-        if let Some(slot) = lock(&self.slots).get_mut(id).filter(|_| held.holdable()) {
+        let mut slots = lock(&self.inner);
+        slots.release(id);
+        let fits = slots.held_bytes + held.stamp.len <= HOLD_BUDGET;
+        let Some(slot) = slots.by_id.get_mut(id) else {
+            return;
+        };
+        if held.stamp.len <= HOLD_MAX && fits {
             slot.held = Some(Arc::clone(held));
+            slots.held_bytes += held.stamp.len;
         }
     }
 
     /// The sidecar's record and the marker of the last look; `None` when
     /// the source was never looked at.
     pub fn record_of(&self, id: &SourceId) -> Option<(Attempts, Option<Marker>)> {
-        let slots = lock(&self.slots);
-        let look = &slots.get(id)?.look;
+        let slots = lock(&self.inner);
+        let look = &slots.by_id.get(id)?.look;
         Some((look.attempts.clone(), look.marker.clone()))
     }
 
     /// How many sources have a payload, by tier.
     pub fn keys_by_tier(&self) -> BTreeMap<String, u64> {
         let mut by_tier = BTreeMap::new();
-        for (id, _) in lock(&self.slots).iter().filter(|(_, s)| s.look.payload) {
+        let slots = lock(&self.inner);
+        for (id, _) in slots.by_id.iter().filter(|(_, s)| s.look.payload) {
             *by_tier.entry(id.tier().to_owned()).or_insert(0u64) += 1;
         }
         by_tier
+    }
+
+    /// The bytes of the payloads held now.
+    pub fn held_bytes(&self) -> u64 {
+        lock(&self.inner).held_bytes
     }
 }
 

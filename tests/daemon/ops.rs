@@ -54,6 +54,9 @@ fn get_refresh_state_and_status_over_a_raw_socket() {
 
     let forced = raw.ask(r#"{"op":"get","source":"t/count","refresh":"force"}"#);
     assert_eq!(forced["data"], json!({"n": 3}), "{forced}");
+    // The payload served is held in memory: `{"n":3}` is 7 bytes.
+    let status = raw.ask(r#"{"op":"status"}"#);
+    assert_eq!(status["daemon"]["held_bytes"], 7, "{status}");
     let stats = raw.ask(r#"{"op":"stats"}"#);
     // `never` and `force`: two reads of fresh data.
     assert_eq!(hits(&stats), hits_before + 2, "{stats}");

@@ -84,3 +84,24 @@ fn a_held_payload_serves_its_own_stamp_until_the_revision_moves() {
     assert!(view.held(&id(), stamp).is_none(), "new revision: let go");
     assert_eq!(view.keys_by_tier().get("t"), Some(&1));
 }
+
+#[test]
+fn holding_stays_within_the_budget_and_counts_what_it_lets_go() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("x.json");
+    std::fs::write(&path, "[1, 2, 3]").expect("write");
+    let held = Arc::new(Held::load(&path).expect("load").expect("held"));
+    let view = View::default();
+    view.hold(&id(), &held);
+    assert_eq!(view.held_bytes(), 0, "a source never looked at is not held");
+    view.record(&id(), attempts(1));
+    view.hold(&id(), &held);
+    view.hold(&id(), &held);
+    assert_eq!(view.held_bytes(), 9, "holding again replaces");
+    view.record(&id(), attempts(2));
+    assert_eq!(view.held_bytes(), 0, "a new revision lets go");
+    lock(&view.inner).held_bytes = HOLD_BUDGET - 8;
+    view.record(&id(), attempts(2));
+    view.hold(&id(), &held);
+    assert!(view.held(&id(), held.stamp).is_none(), "over the budget");
+}
