@@ -6,13 +6,19 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let crt_static = var("CARGO_CFG_TARGET_FEATURE")
+        .split(',')
+        .any(|f| f == "crt-static");
+    if var("CARGO_CFG_TARGET_OS") != "linux" || crt_static {
+        // A static build (`-C target-feature=+crt-static`) has neither cost.
         return;
     }
     // Position-dependent: a PIE binary of this size carries ~10,000
     // relative relocations that the loader applies at every start.
     println!("cargo:rustc-link-arg-bins=-no-pie");
-    if std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu") {
+    // The C compiler asked is the host's: only for a native build.
+    if var("CARGO_CFG_TARGET_ENV") == "gnu" && var("TARGET") == var("HOST") {
         static_unwinder();
     }
 }
