@@ -14,6 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::Value;
 
 /// How long [`Client::request`] waits for a response by default: long
@@ -23,8 +24,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// A connection to the daemon.
 #[derive(Debug)]
 pub struct Client {
+    /// The connection; requests are written through `get_ref()`.
     reader: BufReader<UnixStream>,
-    writer: UnixStream,
 }
 
 impl Client {
@@ -38,10 +39,8 @@ impl Client {
     pub fn connect(socket: &Path) -> io::Result<Self> {
         let stream = UnixStream::connect(socket)?;
         stream.set_read_timeout(Some(DEFAULT_TIMEOUT))?;
-        let writer = stream.try_clone()?;
         Ok(Self {
             reader: BufReader::new(stream),
-            writer,
         })
     }
 
@@ -51,7 +50,7 @@ impl Client {
     ///
     /// When the socket option cannot be set.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.writer.set_read_timeout(timeout)
+        self.reader.get_ref().set_read_timeout(timeout)
     }
 
     /// Sends one request and reads its response (a failure response is
@@ -66,18 +65,19 @@ impl Client {
         serde_json::from_str(&line).map_err(|e| invalid(format!("response is not JSON: {e}")))
     }
 
-    /// Sends one request and returns its response line as received
-    /// (without the newline), e.g. to decode a `get` as
-    /// [`crate::protocol::GetBody`] and keep the payload verbatim.
+    /// Sends one request (any value that serialises to the request's JSON
+    /// object) and returns its response line as received (without the
+    /// newline), e.g. to decode a `get` as [`crate::protocol::GetBody`]
+    /// and keep the payload verbatim.
     ///
     /// # Errors
     ///
     /// As [`Client::request`].
-    pub fn request_raw(&mut self, request: &Value) -> io::Result<String> {
-        let mut text = serde_json::to_string(request).map_err(|e| invalid(e.to_string()))?;
-        text.push('\n');
-        self.writer.write_all(text.as_bytes())?;
-        self.writer.flush()?;
+    pub fn request_raw<T: Serialize + ?Sized>(&mut self, request: &T) -> io::Result<String> {
+        let mut text = serde_json::to_vec(request).map_err(|e| invalid(e.to_string()))?;
+        text.push(b'\n');
+        let mut writer = self.reader.get_ref();
+        writer.write_all(&text)?;
         self.read_line()?.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::UnexpectedEof,

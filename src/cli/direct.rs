@@ -307,6 +307,7 @@ fn prune(direct: &Direct, dry_run: bool) -> anyhow::Result<Exit> {
 ///
 /// Exit 3 when there is no payload.
 pub fn print_expired(ctx: &Ctx, id: &SourceId) -> anyhow::Result<Exit> {
+    super::init_logging(false);
     let direct = Direct::open(ctx)?;
     let entry = direct.cache.read(&direct.source(id))?;
     let entry = entry.ok_or_else(|| Fail::exit(Exit::NoData, format!("{id}: no data")))?;

@@ -61,7 +61,6 @@ pub fn main() -> ExitCode {
         // SAFETY: setting a signal disposition before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    init_logging(serve);
     let code = match run(cli) {
         Ok(exit) => exit,
         Err(e) => {
@@ -72,7 +71,11 @@ pub fn main() -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-fn init_logging(daemon: bool) {
+/// Installs the stderr log subscriber (`DISCOCACHE_LOG`, default `info` for
+/// the daemon, `warn` otherwise). Only the paths that run library code
+/// call it: a client answered by the daemon logs nothing and skips the
+/// cost.
+pub(crate) fn init_logging(daemon: bool) {
     let default = if daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DISCOCACHE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -133,6 +136,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
     let ctx = Ctx::from_cli(&cli);
     match cli.command {
         Command::Serve => {
+            init_logging(true);
             let config = ctx.config_path();
             daemon::run(ServeOptions {
                 root: ctx.root,
@@ -143,12 +147,14 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Config { action } => {
             let args::ConfigAction::Check { file } = action;
+            init_logging(false);
             direct::config_check(&ctx, file)
         }
         other => {
             if let Some(client) = remote::connect(&ctx, cli.no_daemon) {
                 return remote::run(&ctx, client, other);
             }
+            init_logging(false);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -102,6 +102,15 @@ fn print_json(reply: &Value) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// A `get` request, serialised without building a JSON tree.
+#[derive(Serialize)]
+struct GetRequest<'a> {
+    op: &'static str,
+    source: &'a SourceId,
+    refresh: &'a str,
+    meta: bool,
+}
+
 /// The parts of a `get` answer the CLI needs, with the payload kept verbatim.
 #[derive(Deserialize)]
 struct GetReply {
@@ -120,8 +129,13 @@ fn get(ctx: &Ctx, client: &mut Client, id: &SourceId, opts: &GetOpts) -> anyhow:
         RefreshArg::WaitIfStale => "wait_if_stale",
         RefreshArg::Force => "force",
     };
-    let mut ask_get = |mode: &str| -> anyhow::Result<(String, GetReply)> {
-        let request = json!({"op": "get", "source": id, "refresh": mode, "meta": opts.meta});
+    let mut ask_get = |refresh: &str| -> anyhow::Result<(String, GetReply)> {
+        let request = GetRequest {
+            op: "get",
+            source: id,
+            refresh,
+            meta: opts.meta,
+        };
         let line = client.request_raw(&request)?;
         let reply = serde_json::from_str(&line)?;
         Ok((line, reply))
@@ -150,13 +164,20 @@ fn get(ctx: &Ctx, client: &mut Client, id: &SourceId, opts: &GetOpts) -> anyhow:
             ),
         ));
     }
-    let mut out = std::io::stdout().lock();
-    if opts.meta {
-        writeln!(out, "{}", line.trim_end())?;
-    } else if let Some(data) = reply.data {
-        writeln!(out, "{}", data.get())?;
+    let printed = if opts.meta {
+        Some(line.trim_end())
+    } else {
+        reply.data.as_deref().map(RawValue::get)
+    };
+    if let Some(text) = printed {
+        // One write: the text and its newline together.
+        let mut buf = Vec::with_capacity(text.len() + 1);
+        buf.extend_from_slice(text.as_bytes());
+        buf.push(b'\n');
+        let mut out = std::io::stdout().lock();
+        out.write_all(&buf)?;
+        out.flush()?;
     }
-    out.flush()?;
     Ok(Exit::Ok)
 }
 
