@@ -114,7 +114,23 @@ pub struct Payload {
 ///
 /// [`Error::Io`] for any failure other than "not found".
 pub fn read_payload(path: &Path) -> Result<Option<Payload>> {
-    let mut file = match File::open(path) {
+    let Some((mut file, meta, modified)) = open_payload(path)? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read payload", path, e))?;
+    Ok(Some(Payload { bytes, modified }))
+}
+
+/// Opens a payload and stats it: the file, its metadata and its mtime.
+/// `Ok(None)` when it does not exist.
+///
+/// # Errors
+///
+/// [`Error::Io`] for any failure other than "not found".
+pub fn open_payload(path: &Path) -> Result<Option<(File, fs::Metadata, SystemTime)>> {
+    let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("open payload", path, e)),
@@ -125,10 +141,7 @@ pub fn read_payload(path: &Path) -> Result<Option<Payload>> {
     let modified = meta
         .modified()
         .map_err(|e| Error::io("stat payload", path, e))?;
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.read_to_end(&mut bytes)
-        .map_err(|e| Error::io("read payload", path, e))?;
-    Ok(Some(Payload { bytes, modified }))
+    Ok(Some((file, meta, modified)))
 }
 
 /// Reads a small file whole; `Ok(None)` when it does not exist.

@@ -11,7 +11,7 @@
 //! the root watcher and by the daemon's own refreshes ([`super::state`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, Metadata};
+use std::fs::Metadata;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -28,6 +28,7 @@ use crate::meta::Marker;
 use crate::protocol::timestamp;
 use crate::refresh;
 use crate::source::{Policy, SourceId};
+use crate::store;
 
 /// Payloads larger than this are read from disk at every `get` instead of
 /// being held in memory.
@@ -97,17 +98,9 @@ impl Held {
     /// [`Error::Io`] when it cannot be read, [`Error::Corrupt`] when it is
     /// not UTF-8 or not one JSON value.
     pub fn load(path: &Path) -> Result<Option<Self>> {
-        let mut file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("open payload", path, e)),
+        let Some((mut file, meta, modified)) = store::open_payload(path)? else {
+            return Ok(None);
         };
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io("stat payload", path, e))?;
-        let modified = meta
-            .modified()
-            .map_err(|e| Error::io("stat payload", path, e))?;
         let mut text = String::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
         file.read_to_string(&mut text).map_err(|e| match e.kind() {
             io::ErrorKind::InvalidData => corrupt(path, "it is not UTF-8".into()),
