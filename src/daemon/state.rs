@@ -199,23 +199,31 @@ impl Daemon {
 
     /// [`Daemon::observe`] for many sources, in one blocking call.
     pub async fn observe_many(&self, ids: Vec<SourceId>) {
-        let layout = self.cache.layout().clone();
-        let looks = blocking(move || {
-            Ok(ids
-                .into_iter()
-                .map(|id| {
-                    let look = Look::take(&layout, &id);
-                    (id, look)
-                })
-                .collect::<Vec<_>>())
-        })
-        .await;
-        for (id, look) in looks.unwrap_or_default() {
+        for (id, look, _) in self.look_at(ids, HashSet::new()).await {
             match look {
                 Ok(look) => self.apply(&id, look),
                 Err(e) => tracing::warn!("cannot look at {id}: {e}"),
             }
         }
+    }
+
+    /// Looks at each source's files in one blocking call, and reads the
+    /// payloads of the sources in `load` as well.
+    async fn look_at(&self, ids: Vec<SourceId>, load: HashSet<SourceId>) -> Vec<Looked> {
+        let layout = self.cache.layout().clone();
+        let looked = blocking(move || {
+            let look = |id: SourceId| {
+                let look = Look::take(&layout, &id);
+                let wanted = load.contains(&id) && look.as_ref().is_ok_and(|l| l.payload);
+                let held = wanted
+                    .then(|| Held::load(&layout.payload(&id)).ok().flatten())
+                    .flatten();
+                (id, look, held)
+            };
+            Ok(ids.into_iter().map(look).collect())
+        })
+        .await;
+        looked.unwrap_or_default()
     }
 
     /// Records a look at a source; publishes the changes since the one
@@ -250,25 +258,10 @@ impl Daemon {
     /// the payloads of configured sources, so that the first `get` of each
     /// is answered from memory (at start).
     pub async fn prime(&self) {
-        let (layout, ids) = (self.cache.layout().clone(), self.all_ids().await);
-        let configured: HashSet<SourceId> =
-            self.config().sources.iter().map(|s| s.id.clone()).collect();
-        let looks = blocking(move || {
-            let mut looks = Vec::with_capacity(ids.len());
-            for id in ids {
-                let Ok(look) = Look::take(&layout, &id) else {
-                    continue;
-                };
-                let configured = look.payload && configured.contains(&id);
-                let held = configured
-                    .then(|| Held::load(&layout.payload(&id)).ok().flatten())
-                    .flatten();
-                looks.push((id, look, held));
-            }
-            Ok(looks)
-        })
-        .await;
-        for (id, look, held) in looks.unwrap_or_default() {
+        let configured = self.config().sources.iter().map(|s| s.id.clone()).collect();
+        let ids = self.all_ids().await.into_iter().collect();
+        for (id, look, held) in self.look_at(ids, configured).await {
+            let Ok(look) = look else { continue };
             self.view.record(&id, look);
             if let Some(held) = held {
                 self.view.hold(&id, &Arc::new(held));
@@ -307,6 +300,9 @@ impl Daemon {
         }
     }
 }
+
+/// What [`Daemon::look_at`] found of one source.
+type Looked = (SourceId, Result<Look>, Option<Held>);
 
 /// A library [`Source`] for a configured source.
 pub(crate) fn cache_source(sc: &SourceConfig) -> Source {
