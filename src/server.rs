@@ -1,10 +1,10 @@
-//! The socket server: an accept loop, one thread per connection with
-//! blocking reads and writes, newline-delimited JSON framing, the connection
-//! cap, the idle timeout, peer credential checks and shutdown.
+//! The socket server: a pool of threads that accept connections and serve
+//! each with blocking reads and writes, newline-delimited JSON framing, the
+//! connection cap, the idle timeout, peer credential checks and shutdown.
 //!
-//! A connection is served by its own thread (see `conn`), which reads a
-//! line, runs the request on the runtime with [`Handle::block_on`] and
-//! writes the answer. A hot request (a `get` answered from memory) never
+//! A connection is served by the thread that accepted it (see `pool` and
+//! `conn`), which reads a line, runs the request on the runtime with
+//! [`Handle::block_on`] and writes the answer. A hot request (a `get` answered from memory) never
 //! waits for anything, so this is one wake-up, one read and one write per
 //! request, with no event-loop hop in between. A `watch` is handed to an
 //! async task once its first line is sent (see `watch`).
@@ -21,8 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -126,10 +125,10 @@ pub trait Service: Send + Sync + 'static {
     fn call(self: &Arc<Self>, request: Envelope) -> impl Future<Output = Answer> + Send;
 }
 
-/// Serves connections on `listener` until `shutdown` is cancelled: accepts
-/// here, serves each connection on its own thread (watches on tasks). Every
-/// connection is tracked by `tracker`, and each ends at the next request
-/// boundary after `shutdown`.
+/// Serves connections on `listener` until `shutdown` is cancelled, on a
+/// pool of threads (see `pool`; watches go on as tasks). Every thread and
+/// task is tracked by `tracker`, and each connection ends at the next
+/// request boundary after `shutdown`.
 pub async fn serve<S: Service>(
     listener: UnixListener,
     service: Arc<S>,
@@ -137,73 +136,33 @@ pub async fn serve<S: Service>(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let own_uid = nix::unistd::getuid().as_raw();
     let open = conn::Open::new();
     tracker.spawn(open.clone().close_on(shutdown.clone()));
-    let runtime = Handle::current();
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of descriptors and the like: wait a moment, go on.
-                tracing::warn!("accept on the socket failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        if !peer_allowed(&stream, own_uid) {
-            continue;
+    let conn = conn::Conn {
+        service,
+        limits,
+        shutdown: shutdown.clone(),
+        tracker,
+        runtime: Handle::current(),
+        open,
+    };
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let started = listener
+        .into_std()
+        .and_then(|listener| pool::Pool::new(listener, conn, slots))
+        .map(Arc::new)
+        .and_then(|pool| pool.start().map(|()| pool));
+    match started {
+        Ok(pool) => {
+            shutdown.cancelled().await;
+            pool.stop();
         }
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracker.spawn(refuse_busy(stream, limits));
-            continue;
-        };
-        let conn = conn::Conn {
-            service: Arc::clone(&service),
-            limits,
-            shutdown: shutdown.clone(),
-            tracker: tracker.clone(),
-            runtime: runtime.clone(),
-            open: open.clone(),
-            slot,
-        };
-        conn.start(stream);
-    }
-}
-
-/// True for a peer with our uid or root; logs and refuses everyone else.
-fn peer_allowed(stream: &UnixStream, own_uid: u32) -> bool {
-    match stream.peer_cred() {
-        Ok(cred) if cred.uid() == own_uid || cred.uid() == 0 => true,
-        Ok(cred) => {
-            let pid = cred.pid().unwrap_or(0);
-            tracing::warn!("refused a connection from uid {} (pid {pid})", cred.uid());
-            false
-        }
-        Err(e) => {
-            tracing::warn!("refused a connection whose credentials are unknown: {e}");
-            false
-        }
-    }
-}
-
-/// Answers `busy` to a connection past the cap and closes it.
-async fn refuse_busy(mut stream: UnixStream, limits: Limits) {
-    let msg = format!(
-        "the daemon already serves {} connections; retry later",
-        limits.max_connections
-    );
-    if let Answer::Line(line) = Answer::error(None, WireError::new(ErrorCode::Busy, msg)) {
-        let _ = tokio::time::timeout(limits.write_timeout, stream.write_all(line.as_bytes())).await;
+        Err(e) => tracing::error!("cannot serve the socket: {e}"),
     }
 }
 
 mod conn;
+mod pool;
 mod watch;
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! One connection on its own thread: blocking reads, with the idle timeout
+//! One connection on a pool thread: blocking reads, with the idle timeout
 //! as the socket's read timeout, and blocking writes, with the write
 //! timeout as its write timeout. Each request runs on the runtime through
 //! [`Handle::block_on`]; a hot one never waits there.
@@ -17,10 +17,6 @@ use tokio_util::task::TaskTracker;
 
 use super::{Answer, EventStream, Limits, Service, watch};
 use crate::protocol::{Line, WireError, parse_request, read_line_blocking};
-
-/// The stack of a connection thread. Requests are shallow (parse, look up,
-/// serialise); the work that is not runs on the runtime's own threads.
-const STACK: usize = 512 * 1024;
 
 /// The connections being served, so that shutdown can end their reads.
 #[derive(Debug, Clone)]
@@ -68,7 +64,7 @@ impl Open {
     }
 }
 
-/// A connection about to be served, with everything its thread needs.
+/// What serving a connection needs, shared by the connection threads.
 pub(super) struct Conn<S> {
     pub service: Arc<S>,
     pub limits: Limits,
@@ -76,41 +72,19 @@ pub(super) struct Conn<S> {
     pub tracker: TaskTracker,
     pub runtime: Handle,
     pub open: Open,
-    /// Its place under the connection cap, held until it closes.
-    pub slot: OwnedSemaphorePermit,
 }
 
 impl<S: Service> Conn<S> {
-    /// Serves `stream` on a new thread, tracked by the tracker.
-    pub fn start(self, stream: tokio::net::UnixStream) {
-        let stream = match stream
-            .into_std()
-            .and_then(|s| s.set_nonblocking(false).map(|()| s))
-        {
-            Ok(s) => s,
-            Err(e) => return tracing::warn!("cannot serve a connection: {e}"),
-        };
-        let token = self.tracker.token();
-        let spawned = std::thread::Builder::new()
-            .name("discocache-conn".into())
-            .stack_size(STACK)
-            .spawn(move || {
-                let _token = token;
-                self.run(stream);
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("cannot start a thread for a connection: {e}; closed it");
-        }
-    }
-
-    fn run(self, stream: StdStream) {
+    /// Serves `stream` on this thread until it closes (a watch goes on as
+    /// a task). `slot` is its place under the connection cap.
+    pub fn serve(&self, stream: StdStream, slot: OwnedSemaphorePermit) {
         let Some(key) = self.open.add(&stream) else {
             return;
         };
         let served = self.requests(&stream);
         self.open.remove(key);
         match served {
-            Ok(Some(events)) => self.watch(stream, events),
+            Ok(Some(events)) => self.watch(stream, events, slot),
             Ok(None) => {}
             Err(e) => tracing::debug!("connection ended: {e}"),
         }
@@ -161,14 +135,15 @@ impl<S: Service> Conn<S> {
 
     /// Hands a watching connection to a task on the runtime: it waits for
     /// events, not requests.
-    fn watch(self, stream: StdStream, events: EventStream) {
+    fn watch(&self, stream: StdStream, events: EventStream, slot: OwnedSemaphorePermit) {
         let _context = self.runtime.enter();
         let stream = stream
             .set_nonblocking(true)
             .and_then(|()| tokio::net::UnixStream::from_std(stream));
         match stream {
             Ok(stream) => {
-                let task = watch::forward(stream, events, self.limits, self.shutdown, self.slot);
+                let shutdown = self.shutdown.clone();
+                let task = watch::forward(stream, events, self.limits, shutdown, slot);
                 self.tracker.spawn_on(task, &self.runtime);
             }
             Err(e) => tracing::warn!("cannot hand a watch over to the runtime: {e}"),

@@ -120,3 +120,32 @@ async fn past_the_cap_a_client_is_told_busy() {
     assert_eq!(line(&mut second).await, None);
     s.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_at_once_are_each_served_and_shutdown_ends_every_thread() {
+    let s = start(Limits::default());
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        clients.push(BufReader::new(
+            UnixStream::connect(&s.path).await.expect("connect"),
+        ));
+    }
+    // Every connection is open at once, so the pool grows past its start.
+    let answered = async {
+        for (n, c) in clients.iter_mut().enumerate() {
+            let text = format!("{{\"op\":\"stats\",\"id\":{n}}}\n");
+            assert_eq!(ask(c, text.as_bytes()).await["id"], n);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), answered)
+        .await
+        .expect("every client answered within the deadline");
+    drop(clients);
+    let mut late = BufReader::new(UnixStream::connect(&s.path).await.expect("connect"));
+    assert_eq!(ask(&mut late, b"{\"op\":\"hello\"}\n").await["ok"], true);
+    s.shutdown.cancel();
+    s.tracker.close();
+    tokio::time::timeout(Duration::from_secs(5), s.tracker.wait())
+        .await
+        .expect("every connection thread ended");
+}
