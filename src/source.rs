@@ -34,6 +34,23 @@ pub enum InvalidSource {
     },
 }
 
+impl InvalidSource {
+    /// The same error about the whole input `input`.
+    fn with_input(self, input: String) -> Self {
+        match self {
+            Self::Part {
+                part, value, why, ..
+            } => Self::Part {
+                input,
+                part,
+                value,
+                why,
+            },
+            Self::Shape(_) => Self::Shape(input),
+        }
+    }
+}
+
 /// A validated `tier/name` source identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourceId {
@@ -49,9 +66,9 @@ impl SourceId {
     /// [`InvalidSource::Part`] when either part is empty, longer than 63
     /// bytes, or has a character outside `[a-z0-9-]` (or starts with `-`).
     pub fn new(tier: &str, name: &str) -> Result<Self, InvalidSource> {
-        let input = format!("{tier}/{name}");
-        check_part(&input, "tier", tier)?;
-        check_part(&input, "name", name)?;
+        let named = |e: InvalidSource| e.with_input(format!("{tier}/{name}"));
+        check_part("", "tier", tier).map_err(named)?;
+        check_part("", "name", name).map_err(named)?;
         Ok(Self {
             tier: tier.to_owned(),
             name: name.to_owned(),
@@ -66,17 +83,9 @@ impl SourceId {
     pub fn parse(input: &str) -> Result<Self, InvalidSource> {
         let mut parts = input.split('/');
         match (parts.next(), parts.next(), parts.next()) {
-            (Some(tier), Some(name), None) => Self::new(tier, name).map_err(|e| match e {
-                InvalidSource::Part {
-                    part, value, why, ..
-                } => InvalidSource::Part {
-                    input: input.to_owned(),
-                    part,
-                    value,
-                    why,
-                },
-                other => other,
-            }),
+            (Some(tier), Some(name), None) => {
+                Self::new(tier, name).map_err(|e| e.with_input(input.to_owned()))
+            }
             _ => Err(InvalidSource::Shape(input.to_owned())),
         }
     }

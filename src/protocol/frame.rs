@@ -8,6 +8,9 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use super::MAX_LINE;
 use super::response::Response;
 
+/// Bytes reserved for a response line before serialising it.
+const LINE_CAPACITY: usize = 4096;
+
 /// The outcome of reading one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
@@ -133,7 +136,12 @@ fn finish(buf: &mut Vec<u8>, max: usize) -> Line {
 /// serde's error when `message` cannot be serialised (a map with non-string
 /// keys, a failing `Serialize` impl).
 pub fn to_line<T: Serialize + ?Sized>(message: &T) -> serde_json::Result<String> {
-    let mut line = serde_json::to_string(message)?;
+    // Room for a typical answer (a 1 KiB payload and its fields) up front,
+    // rather than growing the buffer several times.
+    let mut buf = Vec::with_capacity(LINE_CAPACITY);
+    serde_json::to_writer(&mut buf, message)?;
+    // serde_json writes only UTF-8.
+    let mut line = String::from_utf8(buf).map_err(serde::ser::Error::custom)?;
     // Byte searches (memchr): a char-pattern scan costs more than the rest
     // of a `get` answer.
     let bytes = line.as_bytes();

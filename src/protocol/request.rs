@@ -1,10 +1,14 @@
 //! Requests: the typed [`Request`] and [`parse_request`], which turns one
 //! line into it or into the error to answer with.
 
-use serde::de::DeserializeOwned;
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::error::{ErrorCode, WireError};
 use super::response::Response;
@@ -165,42 +169,87 @@ impl Rejected {
 /// name that breaks the `tier/name` rule.
 pub fn parse_request(line: &str) -> Result<Envelope, Rejected> {
     let reject = |id: Option<Value>, error| Rejected { id, error };
-    let value: Value = serde_json::from_str(line)
-        .map_err(|e| reject(None, WireError::bad_request(format!("malformed JSON: {e}"))))?;
-    let Value::Object(mut fields) = value else {
-        let kind = kind(&value);
-        let msg = format!("a request must be a JSON object, got {kind}");
-        return Err(reject(None, WireError::bad_request(msg)));
+    let mut fields = match serde_json::from_str::<Raw<'_>>(line) {
+        Ok(Raw(fields)) => Fields { op: "", fields },
+        Err(_) => return Err(reject(None, not_an_object(line))),
     };
-    let id = fields.remove("id");
-    match request_from_fields(fields) {
+    let id = fields.take("id").map(value_of);
+    match fields.into_request() {
         Ok(request) => Ok(Envelope { id, request }),
         Err(error) => Err(reject(id, error)),
     }
 }
 
-/// Builds the request from the object's fields (`id` already removed).
-fn request_from_fields(mut fields: Map<String, Value>) -> Result<Request, WireError> {
-    let op = match fields.remove("op") {
-        Some(Value::String(op)) => op,
-        Some(other) => {
-            let msg = format!("field `op` must be a string, got {}", kind(&other));
-            return Err(WireError::bad_request(msg));
+/// Why a line that is not a JSON object was rejected.
+fn not_an_object(line: &str) -> WireError {
+    match serde_json::from_str::<Value>(line) {
+        Err(e) => WireError::bad_request(format!("malformed JSON: {e}")),
+        Ok(value) => {
+            let kind = kind(&value);
+            WireError::bad_request(format!("a request must be a JSON object, got {kind}"))
         }
-        None => return Err(unknown_op("missing field `op`")),
-    };
-    let Some((_, allowed)) = OPS.iter().find(|(name, _)| *name == op) else {
-        return Err(unknown_op(&format!("unknown op {op:?}")));
-    };
-    if let Some(field) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
-        let expected = match allowed {
-            [] => "it takes no fields".to_owned(),
-            _ => format!("expected one of `{}`", allowed.join("`, `")),
-        };
-        let msg = format!("op `{op}`: unknown field `{field}` ({expected})");
-        return Err(WireError::bad_request(msg));
     }
-    Fields { op, map: fields }.into_request()
+}
+
+/// A parsed value as a tree (for `id`, and to name a field's type).
+fn value_of(raw: &RawValue) -> Value {
+    // A RawValue is always valid JSON.
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
+}
+
+/// A request object's fields, in order, borrowed from the line: each value
+/// stays unparsed until its op asks for it.
+struct Raw<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Raw<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RawVisitor)
+    }
+}
+
+struct RawVisitor;
+
+impl<'de> Visitor<'de> for RawVisitor {
+    type Value = Raw<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw<'de>, A::Error> {
+        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(4));
+        while let Some(Key(key)) = map.next_key()? {
+            fields.push((key, map.next_value()?));
+        }
+        Ok(Raw(fields))
+    }
+}
+
+/// An object key, borrowed unless it has escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v.to_owned())))
+    }
 }
 
 /// The `unknown_op` error, listing the ops there are.
@@ -222,16 +271,57 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// The remaining fields of a request whose op is known and whose field names
-/// are all allowed; each is taken out with its type checked.
-struct Fields {
-    op: String,
-    map: Map<String, Value>,
+/// A request's fields (`id` taken out), each taken with its type checked
+/// once the op is known and every field name is allowed for it.
+struct Fields<'a> {
+    /// The op, once read.
+    op: &'a str,
+    fields: Vec<(Cow<'a, str>, &'a RawValue)>,
 }
 
-impl Fields {
+impl<'a> Fields<'a> {
+    /// Takes a field out; of repeated names the last counts, as in a map.
+    fn take(&mut self, name: &str) -> Option<&'a RawValue> {
+        let at = self.fields.iter().rposition(|(k, _)| k == name)?;
+        let raw = self.fields[at].1;
+        self.fields.retain(|(k, _)| k != name);
+        Some(raw)
+    }
+
+    /// Reads `op` and checks every other field name against it.
+    fn check_op(&mut self) -> Result<(), WireError> {
+        let op = match self
+            .take("op")
+            .map(|raw| (raw, serde_json::from_str(raw.get())))
+        {
+            Some((_, Ok(op))) => op,
+            Some((raw, Err(_))) => {
+                let kind = kind(&value_of(raw));
+                return Err(WireError::bad_request(format!(
+                    "field `op` must be a string, got {kind}"
+                )));
+            }
+            None => return Err(unknown_op("missing field `op`")),
+        };
+        let op: Cow<'_, str> = op;
+        let Some((name, allowed)) = OPS.iter().find(|(name, _)| *name == op) else {
+            return Err(unknown_op(&format!("unknown op {op:?}")));
+        };
+        self.op = name;
+        if let Some((field, _)) = self.fields.iter().find(|(k, _)| !allowed.contains(&&**k)) {
+            let expected = match allowed {
+                [] => "it takes no fields".to_owned(),
+                _ => format!("expected one of `{}`", allowed.join("`, `")),
+            };
+            let msg = format!("op `{op}`: unknown field `{field}` ({expected})");
+            return Err(WireError::bad_request(msg));
+        }
+        Ok(())
+    }
+
     fn into_request(mut self) -> Result<Request, WireError> {
-        Ok(match self.op.as_str() {
+        self.check_op()?;
+        Ok(match self.op {
             "get" => Request::Get(GetRequest {
                 source: self.source()?,
                 refresh: self.optional("refresh")?.unwrap_or_default(),
@@ -262,9 +352,14 @@ impl Fields {
 
     /// Takes a field; absent and `null` are both `None`.
     fn optional<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>, WireError> {
-        match self.map.remove(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(value) => serde_json::from_value(value).map(Some).map_err(|e| {
+        let Some(raw) = self.take(name) else {
+            return Ok(None);
+        };
+        // Through a tree, so that a type error reads the same as in any
+        // other JSON (serde's errors on text carry a line and column).
+        match value_of(raw) {
+            Value::Null => Ok(None),
+            value => serde_json::from_value(value).map(Some).map_err(|e| {
                 WireError::bad_request(format!("op `{}`: field `{name}`: {e}", self.op))
             }),
         }

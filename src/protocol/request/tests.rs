@@ -77,6 +77,18 @@ fn get_defaults_to_if_stale_without_max_age_or_meta() {
 }
 
 #[test]
+fn escaped_keys_whitespace_and_repeated_fields_read_as_in_any_json_map() {
+    let line = " { \"o\\u0070\" : \"get\" ,\n \"source\":\"a/old\", \"source\": \"a/b\" } ";
+    let env = parse_ok(line);
+    let Request::Get(get) = env.request else {
+        panic!("not a get: {env:?}")
+    };
+    assert_eq!(get.source, id("a/b"), "the last of a repeated field counts");
+    let env = parse_ok(r#"{"id":{"k":[1,"x"]},"op":"stats","id":7}"#);
+    assert_eq!(env.id, Some(json!(7)));
+}
+
+#[test]
 fn refresh_modes_parse_by_their_snake_case_names() {
     for (name, mode) in [
         ("never", RefreshMode::Never),
