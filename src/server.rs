@@ -128,7 +128,8 @@ pub trait Service: Send + Sync + 'static {
 /// Serves connections on `listener` until `shutdown` is cancelled, on a
 /// pool of threads (see `pool`; watches go on as tasks). Every thread and
 /// task is tracked by `tracker`, and each connection ends at the next
-/// request boundary after `shutdown`.
+/// request boundary after `shutdown`. When the pool cannot start (no
+/// thread, no descriptor), it logs why and cancels `shutdown`.
 pub async fn serve<S: Service>(
     listener: UnixListener,
     service: Arc<S>,
@@ -157,7 +158,12 @@ pub async fn serve<S: Service>(
             shutdown.cancelled().await;
             pool.stop();
         }
-        Err(e) => tracing::error!("cannot serve the socket: {e}"),
+        Err(e) => {
+            // A daemon that cannot answer on its socket stops rather than
+            // run unreachable.
+            tracing::error!("cannot serve the socket: {e}; stopping");
+            shutdown.cancel();
+        }
     }
 }
 
