@@ -34,23 +34,6 @@ pub enum InvalidSource {
     },
 }
 
-impl InvalidSource {
-    /// The same error about the whole input `input`.
-    fn with_input(self, input: String) -> Self {
-        match self {
-            Self::Part {
-                part, value, why, ..
-            } => Self::Part {
-                input,
-                part,
-                value,
-                why,
-            },
-            Self::Shape(_) => Self::Shape(input),
-        }
-    }
-}
-
 /// A validated `tier/name` source identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourceId {
@@ -66,9 +49,11 @@ impl SourceId {
     /// [`InvalidSource::Part`] when either part is empty, longer than 63
     /// bytes, or has a character outside `[a-z0-9-]` (or starts with `-`).
     pub fn new(tier: &str, name: &str) -> Result<Self, InvalidSource> {
-        let named = |e: InvalidSource| e.with_input(format!("{tier}/{name}"));
-        check_part("", "tier", tier).map_err(named)?;
-        check_part("", "name", name).map_err(named)?;
+        // The whole input is formatted only for the error.
+        let parts = [("tier", tier), ("name", name)];
+        if let Some((part, value)) = parts.into_iter().find(|(_, v)| why_invalid(v).is_some()) {
+            check_part(&format!("{tier}/{name}"), part, value)?;
+        }
         Ok(Self {
             tier: tier.to_owned(),
             name: name.to_owned(),
@@ -83,9 +68,7 @@ impl SourceId {
     pub fn parse(input: &str) -> Result<Self, InvalidSource> {
         let mut parts = input.split('/');
         match (parts.next(), parts.next(), parts.next()) {
-            (Some(tier), Some(name), None) => {
-                Self::new(tier, name).map_err(|e| e.with_input(input.to_owned()))
-            }
+            (Some(tier), Some(name), None) => Self::new(tier, name),
             _ => Err(InvalidSource::Shape(input.to_owned())),
         }
     }
@@ -103,7 +86,20 @@ impl SourceId {
 
 /// Checks one part against `[a-z0-9][a-z0-9-]{0,62}`.
 pub fn check_part(input: &str, part: &'static str, value: &str) -> Result<(), InvalidSource> {
-    let why = if value.is_empty() {
+    match why_invalid(value) {
+        None => Ok(()),
+        Some(why) => Err(InvalidSource::Part {
+            input: input.to_owned(),
+            part,
+            value: value.to_owned(),
+            why,
+        }),
+    }
+}
+
+/// What is wrong with one part, if anything.
+fn why_invalid(value: &str) -> Option<&'static str> {
+    if value.is_empty() {
         Some("is empty")
     } else if value.len() > MAX_PART_LEN {
         Some("is longer than 63 characters")
@@ -116,15 +112,6 @@ pub fn check_part(input: &str, part: &'static str, value: &str) -> Result<(), In
         Some("may contain only a-z, 0-9 and '-'")
     } else {
         None
-    };
-    match why {
-        None => Ok(()),
-        Some(why) => Err(InvalidSource::Part {
-            input: input.to_owned(),
-            part,
-            value: value.to_owned(),
-            why,
-        }),
     }
 }
 
