@@ -28,6 +28,13 @@ fn open() -> (tempfile::TempDir, Cache) {
     (dir, cache)
 }
 
+/// Time from the last attempt to the next retry the source's record allows.
+fn retry_wait(cache: &Cache, s: &Source) -> Duration {
+    let state = cache.refresh_state(&s.id).unwrap();
+    let (last, next) = (state.last_attempt_at.unwrap(), state.next_retry_at.unwrap());
+    last.until(next)
+}
+
 async fn ok(cache: &Cache, s: &Source, body: &'static str) -> Refreshed {
     cache
         .refresh(s, move |_| async move { Ok(Fetched::data(body)) })
@@ -198,11 +205,7 @@ async fn failure_keeps_old_payload_records_error_and_backs_off() {
     }
     assert_eq!(cache.read(&s).unwrap().unwrap().data, br#"{"good":true}"#);
     // 10s base: third failure waits 40s ±20%.
-    let state = cache.refresh_state(&s.id).unwrap();
-    let wait = state
-        .last_attempt_at
-        .unwrap()
-        .until(state.next_retry_at.unwrap());
+    let wait = retry_wait(&cache, &s);
     assert!(
         wait >= Duration::from_secs(31) && wait <= Duration::from_secs(49),
         "{wait:?}"
@@ -248,11 +251,7 @@ async fn retry_after_sets_the_next_retry() {
             Err(FetchError::new("HTTP 429").with_retry_after(Duration::from_secs(600)))
         })
         .await;
-    let state = cache.refresh_state(&s.id).unwrap();
-    let wait = state
-        .last_attempt_at
-        .unwrap()
-        .until(state.next_retry_at.unwrap());
+    let wait = retry_wait(&cache, &s);
     assert!(
         wait >= Duration::from_secs(599) && wait <= Duration::from_secs(602),
         "{wait:?}"
