@@ -198,17 +198,19 @@ async fn non_json_body_is_an_error() {
     assert_eq!(error.message(), start);
 }
 
+/// Fetches `url` with a 1 s deadline; the outcome and how long it took.
+async fn fetch_with_1s_deadline(url: &str) -> (Result<Fetched, FetchError>, Duration) {
+    let started = Instant::now();
+    let spec = HttpSpec::new(url);
+    let result = fetch(&spec, &ctx(Duration::from_secs(1), Validators::default())).await;
+    (result, started.elapsed())
+}
+
 #[tokio::test]
 async fn silent_server_times_out_within_the_deadline() {
     let server = Server::start(|_| Reply::Stall(Vec::new()));
     let url = server.url("/silent");
-    let started = Instant::now();
-    let result = fetch(
-        &HttpSpec::new(&url),
-        &ctx(Duration::from_secs(1), Validators::default()),
-    )
-    .await;
-    let elapsed = started.elapsed();
+    let (result, elapsed) = fetch_with_1s_deadline(&url).await;
     let error = result.expect_err("a silent server must fail");
     assert_eq!(error.message(), format!("GET {url}: timed out after 1s"));
     assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
@@ -221,13 +223,7 @@ async fn body_that_stalls_midway_times_out_within_the_deadline() {
     let head = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[1,";
     let server = Server::start(move |_| Reply::Stall(head.as_bytes().to_vec()));
     let url = server.url("/slow");
-    let started = Instant::now();
-    let result = fetch(
-        &HttpSpec::new(&url),
-        &ctx(Duration::from_secs(1), Validators::default()),
-    )
-    .await;
-    let elapsed = started.elapsed();
+    let (result, elapsed) = fetch_with_1s_deadline(&url).await;
     let error = result.expect_err("a stalled body must fail");
     assert!(
         error.message().contains("timed out after 1s"),
