@@ -366,6 +366,11 @@ impl Cache {
         Ok(self.state_of(id, &attempts, marker.as_ref()))
     }
 
+    /// True while a refresh of `id` runs in this process.
+    pub(crate) fn in_flight_here(&self, id: &SourceId) -> bool {
+        self.inner.flights.in_flight(id)
+    }
+
     /// The refresh state from what the sidecar recorded and the marker
     /// found, plus whether a refresh runs in this process.
     pub(crate) fn state_of(
@@ -374,7 +379,7 @@ impl Cache {
         attempts: &Attempts,
         marker: Option<&Marker>,
     ) -> RefreshState {
-        let here = self.inner.flights.in_flight(id);
+        let here = self.in_flight_here(id);
         let live = marker.is_some_and(|m| m.looks_live(Timestamp::now(), WAIT_GRACE));
         RefreshState {
             in_flight: here || live,

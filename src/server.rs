@@ -123,6 +123,13 @@ impl EventStream {
 pub trait Service: Send + Sync + 'static {
     /// Handles one request.
     fn call(self: &Arc<Self>, request: Envelope) -> impl Future<Output = Answer> + Send;
+
+    /// Answers a request that needs nothing but memory at once, writing
+    /// its line (newline included) to `out`, on the connection's thread;
+    /// false when it must go through [`Self::call`] (the default).
+    fn answer_now(&self, _request: &Envelope, _out: &mut Vec<u8>) -> bool {
+        false
+    }
 }
 
 /// Serves connections on `listener` until `shutdown` is cancelled, on a

@@ -12,7 +12,9 @@
 //! process group is killed, its lock released and its marker removed),
 //! persists the counters, removes the socket and returns `Ok`.
 
+mod changes;
 mod configured;
+mod hot;
 mod notify;
 mod ops;
 mod reconcile;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::configured::{Configured, InForce};
+use super::hot::Hot;
 use super::view::{Held, Look, Snapshot, Stamp, View};
 use super::warm;
 use crate::cache::{Cache, Source};
@@ -65,6 +66,7 @@ impl Daemon {
         stats: Stats,
     ) -> Self {
         let permits = config.daemon.max_concurrent_refreshes;
+        let view = View::watching(cache.layout());
         Self {
             cache,
             socket,
@@ -74,7 +76,7 @@ impl Daemon {
             permits: Arc::new(Semaphore::new(permits)),
             permits_total: Mutex::new(permits),
             events: broadcast::channel(EVENT_BACKLOG).0,
-            view: View::default(),
+            view,
             seeding: Mutex::default(),
             stats,
             warm: warm::Registry::default(),
@@ -127,8 +129,9 @@ impl Daemon {
     /// again when its stamp changed) and its refresh state. `Ok(None)` when
     /// it has no payload. Costs one `stat` when the held payload is current.
     pub async fn snapshot(&self, sc: &SourceConfig) -> Result<Option<Snapshot>> {
-        let path = self.cache.layout().payload(&sc.id);
-        let Some(stamp) = Stamp::probe(&path)? else {
+        let layout = self.cache.layout();
+        let mark = self.view.mark(&sc.id, &layout.tier_dir(&sc.id));
+        let Some(stamp) = Stamp::probe(&layout.payload(&sc.id))? else {
             return Ok(None);
         };
         let held = match self.view.held(&sc.id, stamp) {
@@ -138,6 +141,13 @@ impl Daemon {
                 None => return Ok(None),
             },
         };
+        if let Some(mark) = mark {
+            self.view.vouch(&sc.id, mark, &held, |held, look| {
+                let state = self.cache.state_of(&sc.id, &look.attempts, None);
+                let idle = look.marker.is_none() && !state.in_flight;
+                idle.then(|| Hot::new(held, state)).flatten()
+            });
+        }
         let (attempts, marker) = self.view.record_of(&sc.id).unwrap_or_default();
         let state = self.cache.state_of(&sc.id, &attempts, marker.as_ref());
         Ok(Some(Snapshot::new(held, &sc.policy, state)))

@@ -97,7 +97,7 @@ impl<S: Service> Conn<S> {
         stream.set_read_timeout(Some(self.limits.idle_timeout))?;
         stream.set_write_timeout(Some(self.limits.write_timeout))?;
         let (mut reader, mut writer) = (BufReader::new(stream), stream);
-        let mut buf = Vec::new();
+        let (mut buf, mut now) = (Vec::new(), Vec::new());
         while !self.shutdown.is_cancelled() {
             let line = match read_line_blocking(&mut reader, &mut buf) {
                 Ok(line) => line,
@@ -108,7 +108,7 @@ impl<S: Service> Conn<S> {
                 Line::Eof => return Ok(None),
                 Line::TooLarge => {
                     if let Answer::Line(text) = Answer::error(None, WireError::too_large()) {
-                        send(&mut writer, &text)?;
+                        send(&mut writer, text.as_bytes())?;
                     }
                     return Ok(None);
                 }
@@ -118,14 +118,18 @@ impl<S: Service> Conn<S> {
                 }
                 Line::Text(text) if text.trim().is_empty() => continue,
                 Line::Text(text) => match parse_request(&text) {
+                    Ok(request) if self.service.answer_now(&request, &mut now) => {
+                        send(&mut writer, &now)?;
+                        continue;
+                    }
                     Ok(request) => self.runtime.block_on(self.service.call(request)),
                     Err(rejected) => Answer::of(&rejected.into_response(), None),
                 },
             };
             match answer {
-                Answer::Line(text) => send(&mut writer, &text)?,
+                Answer::Line(text) => send(&mut writer, text.as_bytes())?,
                 Answer::Watch { first, stream } => {
-                    send(&mut writer, &first)?;
+                    send(&mut writer, first.as_bytes())?;
                     return Ok(Some(stream));
                 }
             }
@@ -161,14 +165,12 @@ fn is_timeout(e: &io::Error) -> bool {
 
 /// Writes one line; a client that does not take it within the socket's
 /// write timeout is an error (and the connection closes).
-fn send(writer: &mut &StdStream, text: &str) -> io::Result<()> {
-    writer
-        .write_all(text.as_bytes())
-        .map_err(|e| match is_timeout(&e) {
-            true => io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client did not take its response in time",
-            ),
-            false => e,
-        })
+fn send(writer: &mut &StdStream, line: &[u8]) -> io::Result<()> {
+    writer.write_all(line).map_err(|e| match is_timeout(&e) {
+        true => io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client did not take its response in time",
+        ),
+        false => e,
+    })
 }

@@ -44,6 +44,57 @@ fn watch_sees_our_refreshes_and_commits_by_other_processes() {
     assert_eq!(got["data"], json!({"external": true}));
 }
 
+/// A `get` answered from memory (see the daemon's `hot` module) still
+/// serves a change made by another process the moment it is made: no
+/// event is waited for between the change and the `get`.
+#[test]
+fn a_get_right_after_another_process_changes_a_payload_serves_the_change() {
+    let counter_file = tempfile::NamedTempFile::new().expect("counter");
+    let mut d = TestDaemon::start(&config(&counter_source("t/now", "1h", counter_file.path())));
+    d.wait_data("t/now");
+    let mut client = Client::connect(&d.socket).expect("connect");
+    let mut get = || {
+        let got = client
+            .request(&json!({"op": "get", "source": "t/now", "refresh": "never"}))
+            .expect("get");
+        assert_eq!(got["ok"], true, "{got}");
+        got
+    };
+    let cache = Cache::open(&d.root).expect("open root");
+    let source = Source::parse("t/now").expect("source");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    for round in 0..20_u64 {
+        // Twice, so that the second is answered from memory.
+        get();
+        get();
+        let bytes = format!("{{\"round\":{round}}}").into_bytes();
+        let revision = runtime
+            .block_on(cache.write(&source, bytes))
+            .expect("write");
+        let got = get();
+        assert_eq!(got["data"], json!({"round": round}), "commit: {got}");
+        assert_eq!(got["revision"].as_u64(), Some(revision), "{got}");
+    }
+
+    // Written in place, then touched into the past (an invalidation).
+    get();
+    let payload = d.root.join("t").join("now.json");
+    std::fs::write(&payload, b"{\"in_place\":true}").expect("write in place");
+    assert_eq!(get()["data"], json!({"in_place": true}));
+    let file = std::fs::File::options()
+        .write(true)
+        .open(&payload)
+        .expect("open payload");
+    let past = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+    file.set_modified(past).expect("set mtime");
+    let got = get();
+    assert_eq!(
+        (got["fresh"].as_bool(), got["stale"].as_bool()),
+        (Some(false), Some(true)),
+        "{got}"
+    );
+}
+
 #[test]
 fn a_short_ttl_source_is_refreshed_ahead_of_expiry() {
     let counter_file = tempfile::NamedTempFile::new().expect("counter");
