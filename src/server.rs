@@ -98,16 +98,16 @@ impl EventStream {
         Self { rx, filter }
     }
 
-    /// The next event that passes the filter; `None` when the sender is gone.
-    async fn next(&mut self) -> Option<Event> {
+    /// The next event that passes the filter; `Ok(None)` when the sender
+    /// is gone, `Err` with how many events were dropped when this stream
+    /// fell more than the channel's capacity behind.
+    async fn next(&mut self) -> Result<Option<Event>, u64> {
         loop {
             match self.rx.recv().await {
-                Ok(event) if self.wants(&event) => return Some(event),
+                Ok(event) if self.wants(&event) => return Ok(Some(event)),
                 Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!("a watch client fell behind; {n} events were dropped");
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+                Err(broadcast::error::RecvError::Lagged(n)) => return Err(n),
+                Err(broadcast::error::RecvError::Closed) => return Ok(None),
             }
         }
     }

@@ -257,6 +257,10 @@ fn watch(client: Client, sources: &[String]) -> anyhow::Result<Exit> {
     }
     let mut out = std::io::stdout().lock();
     while let Some(event) = events.next_event()? {
+        // The daemon's last line to a watch that fell too far behind.
+        if event["ok"] == false {
+            return Err(failure(&event["error"]));
+        }
         writeln!(out, "{event}")?;
         out.flush()?;
     }
