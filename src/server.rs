@@ -3,11 +3,12 @@
 //! connection cap, the idle timeout, peer credential checks and shutdown.
 //!
 //! A connection is served by the thread that accepted it (see `pool` and
-//! `conn`), which reads a line, runs the request on the runtime with
-//! [`Handle::block_on`] and writes the answer. A hot request (a `get` answered from memory) never
-//! waits for anything, so this is one wake-up, one read and one write per
-//! request, with no event-loop hop in between. A `watch` is handed to an
-//! async task once its first line is sent (see `watch`).
+//! `conn`), which reads a line, has the service answer it and writes the
+//! answer. A request the service can answer from memory
+//! ([`Service::answer_now`]) is answered right there: one wake-up, one read
+//! and one write, with no event-loop hop. Any other runs on the runtime
+//! with [`Handle::block_on`]. A `watch` is handed to an async task once its
+//! first line is sent (see `watch`).
 //!
 //! What each request does is the [`Service`]'s business; the server owns the
 //! transport rules of protocol v1 (see [`crate::protocol`]): a malformed line

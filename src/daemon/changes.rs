@@ -15,9 +15,9 @@
 //! queue overflows, or a watched directory is moved or deleted, every
 //! payload counts as changed.
 //!
-//! What this cannot see: a payload written in place through a hard link in
-//! another directory, or the root's parent directories being renamed while
-//! the daemon runs. The root watcher and a `stat` at each load still do.
+//! What this cannot see, and a `stat` would: a payload written in place
+//! through a hard link in another directory, or a parent of the root
+//! renamed while the daemon runs.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -69,6 +69,9 @@ pub(crate) struct Changes {
     /// Tier directories by tier, and the other way round.
     tiers: HashMap<String, WatchDescriptor>,
     by_wd: HashMap<WatchDescriptor, String>,
+    /// The root was moved or deleted: its paths may name other files now,
+    /// and no directory is watched again.
+    root_gone: bool,
 }
 
 impl Changes {
@@ -85,6 +88,7 @@ impl Changes {
                 root,
                 tiers: HashMap::new(),
                 by_wd: HashMap::new(),
+                root_gone: false,
             }),
             Err(e) => {
                 tracing::info!("payloads are checked with stat at every get: inotify: {e}");
@@ -97,6 +101,9 @@ impl Changes {
     /// false when it cannot be (it does not exist yet, or the kernel's
     /// watch limit is reached).
     pub fn watch(&mut self, tier: &str, dir: &Path) -> bool {
+        if self.root_gone {
+            return false;
+        }
         if self.tiers.contains_key(tier) {
             return true;
         }
@@ -162,6 +169,11 @@ impl Changes {
             | AddWatchFlags::IN_IGNORED
             | AddWatchFlags::IN_UNMOUNT;
         if mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+            return Some(Changed::Everything);
+        }
+        if wd == self.root && mask.intersects(gone) {
+            // The root itself moved or went: nothing is vouched for again.
+            self.root_gone = true;
             return Some(Changed::Everything);
         }
         if wd == self.root {

@@ -1,7 +1,8 @@
 //! One connection on a pool thread: blocking reads, with the idle timeout
 //! as the socket's read timeout, and blocking writes, with the write
-//! timeout as its write timeout. Each request runs on the runtime through
-//! [`Handle::block_on`]; a hot one never waits there.
+//! timeout as its write timeout. A request the service can answer from
+//! memory ([`Service::answer_now`]) is answered on this thread; any other
+//! runs on the runtime through [`Handle::block_on`].
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Write};
@@ -97,7 +98,7 @@ impl<S: Service> Conn<S> {
         stream.set_read_timeout(Some(self.limits.idle_timeout))?;
         stream.set_write_timeout(Some(self.limits.write_timeout))?;
         let (mut reader, mut writer) = (BufReader::new(stream), stream);
-        let (mut buf, mut now) = (Vec::new(), Vec::new());
+        let (mut buf, mut ready) = (Vec::new(), Vec::new());
         while !self.shutdown.is_cancelled() {
             let line = match read_line_blocking(&mut reader, &mut buf) {
                 Ok(line) => line,
@@ -118,8 +119,8 @@ impl<S: Service> Conn<S> {
                 }
                 Line::Text(text) if text.trim().is_empty() => continue,
                 Line::Text(text) => match parse_request(&text) {
-                    Ok(request) if self.service.answer_now(&request, &mut now) => {
-                        send(&mut writer, &now)?;
+                    Ok(request) if self.service.answer_now(&request, &mut ready) => {
+                        send(&mut writer, &ready)?;
                         continue;
                     }
                     Ok(request) => self.runtime.block_on(self.service.call(request)),

@@ -90,3 +90,17 @@ fn only_payload_names_are_sources() {
     assert_eq!(payload_name(OsStr::new(".x.abc.tmp")), None);
     assert_eq!(payload_name(OsStr::new("x.refreshing")), None);
 }
+
+#[test]
+fn the_root_moved_away_changes_everything_and_nothing_is_watched_again() {
+    let (dir, layout, mut changes) = watched();
+    let moved = dir.path().with_extension("moved");
+    fs::rename(layout.root(), &moved).expect("move the root");
+    let all = drained(&mut changes);
+    fs::rename(&moved, layout.root()).expect("move it back");
+    assert!(all.contains(&Changed::Everything), "{all:?}");
+    assert!(
+        !changes.watch("u", &dir.path().join("t")),
+        "no more watches"
+    );
+}
