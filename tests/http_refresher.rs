@@ -364,3 +364,17 @@ async fn huge_timeout_does_not_overflow() {
     let fetched = fetch(&spec, &ctx(Duration::MAX, Validators::default())).await;
     assert_eq!(fetched, Ok(Fetched::data("{}")));
 }
+
+#[tokio::test]
+async fn a_password_in_the_url_is_never_shown() {
+    let server = Server::start(|_| send("500 Internal Server Error", &[], "no"));
+    let url = server
+        .url("/p")
+        .replacen("http://", "http://bot:hunter22@", 1);
+    let error = get_err(&HttpSpec::new(&url)).await;
+    let shown = url.replace("hunter22", "<redacted>");
+    assert_eq!(
+        error.message(),
+        format!("HTTP 500 Internal Server Error from {shown}: no")
+    );
+}

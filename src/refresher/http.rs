@@ -25,6 +25,7 @@
 //! echo request headers in an error body).
 
 mod message;
+pub(crate) use message::hide_url_passwords;
 mod redirect;
 mod retry_after;
 

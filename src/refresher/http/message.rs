@@ -82,7 +82,8 @@ fn excerpt(body: &[u8], spec: &HttpSpec) -> String {
 /// The error with header values redacted and made one line; the
 /// `Retry-After` is kept.
 pub(super) fn scrub(error: FetchError, spec: &HttpSpec) -> FetchError {
-    let scrubbed = FetchError::new(one_line(&redact(error.message(), spec)));
+    let redacted = hide_url_passwords(&redact(error.message(), spec));
+    let scrubbed = FetchError::new(one_line(&redacted));
     match error.retry_after() {
         Some(wait) => scrubbed.with_retry_after(wait),
         None => scrubbed,
@@ -108,6 +109,36 @@ fn redact(text: &str, spec: &HttpSpec) -> String {
     })
 }
 
+/// Replaces the password of every URL's `user:password@` in `text` with
+/// `<redacted>`; the user name stays, to tell which account it was.
+pub(crate) fn hide_url_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + "://".len());
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        let userinfo = authority
+            .rfind('@')
+            .map(|at| (&authority[..at], &authority[at..]));
+        match userinfo.and_then(|(info, host)| Some((info.split_once(':')?.0, host))) {
+            Some((user, host)) => {
+                out.push_str(user);
+                out.push(':');
+                out.push_str(REDACTED);
+                out.push_str(host);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Control characters and runs of whitespace become one space.
 fn one_line(text: &str) -> String {
     text.split(|c: char| c.is_control() || c.is_whitespace())
@@ -123,6 +154,26 @@ mod tests {
 
     fn spec_with(value: &str) -> HttpSpec {
         HttpSpec::new("http://x/").header("Authorization", Secret::new(value))
+    }
+
+    #[test]
+    fn url_passwords_are_hidden_and_user_names_kept() {
+        let text = "GET https://bot:hunter22@api.example/v1?q=1: redirected to \
+                    \"http://other:p%40ss@x:8080\", then http://plain/ and ftp://u@h";
+        assert_eq!(
+            hide_url_passwords(text),
+            "GET https://bot:<redacted>@api.example/v1?q=1: redirected to \
+             \"http://other:<redacted>@x:8080\", then http://plain/ and ftp://u@h"
+        );
+        let spec = HttpSpec::new("https://bot:hunter22@api.example/");
+        let scrubbed = scrub(
+            FetchError::new("GET https://bot:hunter22@api.example/: refused"),
+            &spec,
+        );
+        assert_eq!(
+            scrubbed.message(),
+            "GET https://bot:<redacted>@api.example/: refused"
+        );
     }
 
     #[test]
