@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-#[path = "support/http_server.rs"]
-mod http_server;
-use http_server::{Server, send};
+use crate::helpers::http::{Server, send};
 
 const BIN: &str = env!("CARGO_BIN_EXE_discocache");
 const SECRET: &str = "sk-live-TOPSECRET999";

@@ -9,9 +9,7 @@ use discocache::{FetchContext, FetchError, Fetched, SourceId, Validators};
 
 const SECRET: &str = "Bearer sk-test-SECRET123";
 
-#[path = "support/http_server.rs"]
-mod http_server;
-use http_server::{Reply, Server, send};
+use crate::helpers::http::{Reply, Server, send};
 
 fn ctx(timeout: Duration, validators: Validators) -> FetchContext {
     FetchContext {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use crate::common::daemon::{DEADLINE, TestDaemon, config, sh_source};
+use crate::helpers::daemon::{DEADLINE, TestDaemon, config, sh_source};
 
 /// Reads notify datagrams until one contains `want`; returns everything read.
 fn wait_notify(sock: &UnixDatagram, want: &str) -> String {

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 
-use crate::common::daemon::{DEADLINE, Raw, TestDaemon, config, sh_source};
+use crate::helpers::daemon::{DEADLINE, Raw, TestDaemon, config, sh_source};
 
 /// The daemon's default connection cap.
 const CAP: usize = 256;

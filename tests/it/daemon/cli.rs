@@ -5,7 +5,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::common::daemon::{TestDaemon, config, count, counter_source};
+use crate::helpers::daemon::{TestDaemon, config, count, counter_source};
 
 fn cli(d: &TestDaemon, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_discocache"))
@@ -153,7 +153,7 @@ fn get_with_no_data_yet_waits_for_the_refresh_as_in_direct_mode() {
     let gate = tmp.path().join("gate");
     nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
     let script = format!("read line < '{}'; echo '{{\"n\":1}}'", gate.display());
-    let d = TestDaemon::start(&config(&crate::common::daemon::sh_source(
+    let d = TestDaemon::start(&config(&crate::helpers::daemon::sh_source(
         "t/gated", "1h", "30s", &script,
     )));
     let getter = Command::new(env!("CARGO_BIN_EXE_discocache"))

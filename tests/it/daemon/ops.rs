@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::daemon::{TestDaemon, config, count, counter_source, sh_source};
+use crate::helpers::daemon::{TestDaemon, config, count, counter_source, sh_source};
 use discocache::lock::SourceLock;
 
 fn code(v: &Value) -> &str {

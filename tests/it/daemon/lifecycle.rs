@@ -5,7 +5,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use crate::common::daemon::{TestDaemon, config, count, counter_source, eventually, sh_source};
+use crate::helpers::daemon::{TestDaemon, config, count, counter_source, eventually, sh_source};
 use discocache::client::Client;
 use discocache::lock::SourceLock;
 use discocache::{Cache, Source};
