@@ -7,13 +7,14 @@ pub const JITTER: f64 = 0.2;
 
 /// The delay before the next attempt after `failures` consecutive failures
 /// (1 for the first): `min(cap, base * 2^(failures-1))`, then scaled by
-/// `jitter`, a factor in `[1 - JITTER, 1 + JITTER]`.
+/// `jitter`, a factor in `[1 - JITTER, 1 + JITTER]`, and never more than
+/// `cap` (at the cap the jitter only shortens the delay).
 pub fn delay(base: Duration, cap: Duration, failures: u32, jitter: f64) -> Duration {
     let exp = failures.saturating_sub(1).min(32);
     let raw = base.saturating_mul(1u32 << exp.min(31));
     let bounded = raw.min(cap);
     let factor = jitter.clamp(1.0 - JITTER, 1.0 + JITTER);
-    bounded.mul_f64(factor)
+    bounded.mul_f64(factor).min(cap)
 }
 
 /// A random jitter factor in `[1 - JITTER, 1 + JITTER]`.
@@ -51,5 +52,11 @@ mod tests {
     fn huge_failure_counts_do_not_overflow() {
         assert_eq!(delay(10 * S, 3600 * S, u32::MAX, 1.0), 3600 * S);
         assert_eq!(delay(10 * S, 3600 * S, 0, 1.0), 10 * S);
+    }
+
+    #[test]
+    fn jitter_never_goes_past_the_cap() {
+        assert_eq!(delay(10 * S, 300 * S, 9, 1.2), 300 * S);
+        assert_eq!(delay(10 * S, 300 * S, 9, 0.8), 240 * S);
     }
 }

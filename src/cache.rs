@@ -5,17 +5,18 @@
 //! refresher itself is an async closure run as its own task under the
 //! source's deadline.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
+use crate::freshness;
 use crate::layout::Layout;
 use crate::lock::SourceLock;
-use crate::meta::{Marker, Meta, Timestamp};
+use crate::meta::{Marker, Meta, Sidecar, Timestamp};
 use crate::prune::{self, Pruned, Recovered};
 use crate::refresh::{self, Holder, Refreshed};
 use crate::refresher::{FetchContext, FetchError, Fetched};
@@ -64,7 +65,10 @@ pub struct Entry {
     pub fresh: bool,
     /// Older than `max_stale`: reported, not to be served unless asked.
     pub expired: bool,
-    /// The sidecar, when asked for ([`Cache::read_with_meta`]).
+    /// Dated (mtime, or the sidecar's `fetched_at`) more than
+    /// [`freshness::FUTURE_SKEW`] in the future: stale, age unknown.
+    pub future: bool,
+    /// The sidecar, when asked for ([`Cache::read_with_meta`]) and intact.
     pub meta: Option<Meta>,
 }
 
@@ -72,6 +76,12 @@ impl Entry {
     /// Not fresh.
     pub fn stale(&self) -> bool {
         !self.fresh
+    }
+
+    /// Older than `max` (a caller's `--max-age`); always true when dated in
+    /// the future, whose age cannot be vouched for.
+    pub fn older_than(&self, max: Duration) -> bool {
+        self.future || self.age > max
     }
 
     /// The revision, when the sidecar was read.
@@ -136,6 +146,10 @@ pub struct RefreshState {
     pub next_retry_at: Option<Timestamp>,
     /// The committed revision (0: never succeeded).
     pub revision: u64,
+    /// Why the sidecar is damaged (unreadable or not a sidecar), when it
+    /// is: the payload is still served, the next commit rewrites it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sidecar_damaged: Option<String>,
 }
 
 /// What a sidecar records about a source's refreshes: the part of
@@ -147,6 +161,7 @@ pub(crate) struct Attempts {
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
     pub next_retry_at: Option<Timestamp>,
+    pub sidecar_damaged: Option<String>,
 }
 
 impl Attempts {
@@ -158,7 +173,53 @@ impl Attempts {
             last_error: meta.last_error.clone(),
             consecutive_failures: meta.consecutive_failures,
             next_retry_at: meta.next_retry_at,
+            sidecar_damaged: None,
         }
+    }
+
+    /// The record of a sidecar as found: a damaged one records nothing but
+    /// the damage and the revision still legible in it.
+    pub fn of_sidecar(sidecar: &Sidecar) -> Self {
+        match sidecar {
+            Sidecar::Missing => Self::default(),
+            Sidecar::Intact(meta) => Self::of(meta),
+            Sidecar::Damaged(damage) => Self {
+                revision: damage.revision.unwrap_or(0),
+                sidecar_damaged: Some(damage.reason.clone()),
+                ..Self::default()
+            },
+        }
+    }
+}
+
+/// Records that could not be written to their sidecar (no space, no
+/// inodes), kept in memory for this process's readers of the state.
+#[derive(Debug, Default)]
+pub(crate) struct Unsaved(Mutex<HashMap<SourceId, Meta>>);
+
+impl Unsaved {
+    /// Keeps `holder`'s record when its sidecar write failed, else forgets
+    /// the source (its sidecar is current).
+    fn remember(&self, id: &SourceId, holder: &Holder) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match holder.unsaved() {
+            Some((meta, _)) => map.insert(id.clone(), meta.clone()),
+            None => map.remove(id),
+        };
+    }
+
+    /// The record of `id` kept here, when it is newer than `disk`'s.
+    fn newer_than(&self, id: &SourceId, disk: Option<&Meta>) -> Option<Meta> {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mem = map.get(id)?;
+        let newer = disk.is_none_or(|d| mem.last_attempt_at > d.last_attempt_at);
+        newer.then(|| mem.clone())
     }
 }
 
@@ -173,6 +234,7 @@ pub struct Cache {
 struct Inner {
     layout: Layout,
     flights: Arc<Flights>,
+    unsaved: Arc<Unsaved>,
 }
 
 impl Cache {
@@ -187,6 +249,7 @@ impl Cache {
             inner: Arc::new(Inner {
                 layout: Layout::new(root.as_ref()),
                 flights: Arc::default(),
+                unsaved: Arc::default(),
             }),
         })
     }
@@ -206,39 +269,58 @@ impl Cache {
         let Some(payload) = store::read_payload(&self.layout().payload(&source.id))? else {
             return Ok(None);
         };
-        let age = SystemTime::now()
-            .duration_since(payload.modified)
-            .unwrap_or_default();
+        let judged = freshness::judge(payload.modified, None, SystemTime::now(), &source.policy);
         Ok(Some(Entry {
             data: payload.bytes,
             fetched_at: payload.modified,
-            age,
-            fresh: age < source.policy.ttl,
-            expired: source.policy.max_stale.is_some_and(|m| age > m),
+            age: judged.age,
+            fresh: judged.fresh(),
+            expired: judged.expired(),
+            future: judged.future,
             meta: None,
         }))
     }
 
-    /// [`Cache::read`] plus the sidecar (revision, failure record).
+    /// [`Cache::read`] plus the sidecar (revision, failure record), when
+    /// it is intact; a future `fetched_at` in it makes the entry stale.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] or [`Error::Corrupt`].
+    /// [`Error::Io`] when the payload exists but cannot be read.
     pub fn read_with_meta(&self, source: &Source) -> Result<Option<Entry>> {
         let Some(mut entry) = self.read(source)? else {
             return Ok(None);
         };
         entry.meta = self.meta(&source.id)?;
+        let recorded = entry.meta.as_ref().and_then(|m| m.fetched_at);
+        let now = SystemTime::now();
+        let judged = freshness::judge(
+            entry.fetched_at,
+            recorded.map(Timestamp::system_time),
+            now,
+            &source.policy,
+        );
+        (entry.fresh, entry.expired, entry.future) =
+            (judged.fresh(), judged.expired(), judged.future);
         Ok(Some(entry))
     }
 
-    /// The sidecar of a source, if any.
+    /// The record of a source: its sidecar, or the newer record this
+    /// process kept in memory when the sidecar could not be written.
+    /// `None` when there is neither, or the sidecar is damaged (see
+    /// [`Cache::sidecar`]).
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] or [`Error::Corrupt`].
+    /// None today; kept fallible for callers that propagate file errors.
     pub fn meta(&self, id: &SourceId) -> Result<Option<Meta>> {
-        refresh::read_meta(self.layout(), id)
+        let disk = refresh::read_meta(self.layout(), id)?;
+        Ok(self.inner.unsaved.newer_than(id, disk.as_ref()).or(disk))
+    }
+
+    /// The sidecar of a source as found on disk: missing, intact or damaged.
+    pub fn sidecar(&self, id: &SourceId) -> Sidecar {
+        refresh::read_sidecar(self.layout(), id)
     }
 
     /// Refreshes now, whatever the freshness or backoff, and waits. Joins a
@@ -256,11 +338,11 @@ impl Cache {
         Fut: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
     {
         let layout = self.layout().clone();
-        let src = source.clone();
+        let (src, unsaved) = (source.clone(), Arc::clone(&self.inner.unsaved));
         let ticket = self
             .inner
             .flights
-            .join_or_start(&source.id, || forced(layout, src, f));
+            .join_or_start(&source.id, || forced(layout, unsaved, src, f));
         let joined = ticket.joined;
         let outcome = ticket.wait().await;
         unshare(outcome, joined)
@@ -279,18 +361,22 @@ impl Cache {
         if self.inner.flights.in_flight(&source.id) {
             return Ok(Background::InFlight);
         }
-        let (layout, src) = (self.layout().clone(), source.clone());
-        let lock = match blocking(move || check_due(&layout, &src, true)).await? {
+        let (layout, src, kept) = (self.layout().clone(), source.clone(), self.kept(&source.id));
+        let lock = match blocking(move || check_due(&layout, &src, kept.as_ref(), true)).await? {
             Due::Fresh => return Ok(Background::Fresh),
             Due::BackingOff(until) => return Ok(Background::BackingOff { until }),
             Due::Busy => return Ok(Background::InFlight),
             Due::Claimed(lock) => lock,
         };
-        let (layout, src) = (self.layout().clone(), source.clone());
+        let (layout, src, unsaved) = (
+            self.layout().clone(),
+            source.clone(),
+            Arc::clone(&self.inner.unsaved),
+        );
         let ticket = self
             .inner
             .flights
-            .join_or_start(&source.id, || run_holding(layout, src, lock, f));
+            .join_or_start(&source.id, || run_holding(layout, unsaved, src, lock, f));
         Ok(if ticket.joined {
             Background::InFlight
         } else {
@@ -309,8 +395,8 @@ impl Cache {
         F: FnOnce(FetchContext) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
     {
-        let (layout, src) = (self.layout().clone(), source.clone());
-        match blocking(move || check_due(&layout, &src, false)).await? {
+        let (layout, src, kept) = (self.layout().clone(), source.clone(), self.kept(&source.id));
+        match blocking(move || check_due(&layout, &src, kept.as_ref(), false)).await? {
             Due::Fresh => Ok(Ensured::Fresh),
             Due::BackingOff(until) => Ok(Ensured::BackingOff { until }),
             Due::Busy | Due::Claimed(_) => self.refresh(source, f).await.map(Ensured::Refreshed),
@@ -351,19 +437,22 @@ impl Cache {
         }
     }
 
-    /// The refresh state of a source, without touching its lock.
+    /// The refresh state of a source, without touching its lock. A damaged
+    /// sidecar is reported in it, never an error.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] or [`Error::Corrupt`] reading the sidecar.
+    /// None today; kept fallible for callers that propagate file errors.
     pub fn refresh_state(&self, id: &SourceId) -> Result<RefreshState> {
-        let attempts = self
-            .meta(id)?
-            .as_ref()
-            .map(Attempts::of)
-            .unwrap_or_default();
+        let attempts = Attempts::of_sidecar(&self.sidecar(id));
         let marker = refresh::read_marker(self.layout(), id);
         Ok(self.state_of(id, &attempts, marker.as_ref()))
+    }
+
+    /// The record this process keeps in memory for `id` (its sidecar could
+    /// not be written).
+    fn kept(&self, id: &SourceId) -> Option<Meta> {
+        self.inner.unsaved.newer_than(id, None)
     }
 
     /// True while a refresh of `id` runs in this process.
@@ -371,7 +460,8 @@ impl Cache {
         self.inner.flights.in_flight(id)
     }
 
-    /// The refresh state from what the sidecar recorded and the marker
+    /// The refresh state from what the sidecar recorded (or the newer
+    /// record kept in memory when it could not be written) and the marker
     /// found, plus whether a refresh runs in this process.
     pub(crate) fn state_of(
         &self,
@@ -379,6 +469,18 @@ impl Cache {
         attempts: &Attempts,
         marker: Option<&Marker>,
     ) -> RefreshState {
+        let kept = self
+            .inner
+            .unsaved
+            .newer_than(id, None)
+            .map(|m| Attempts::of(&m));
+        let attempts = match kept {
+            Some(kept) if kept.last_attempt_at > attempts.last_attempt_at => &Attempts {
+                sidecar_damaged: attempts.sidecar_damaged.clone(),
+                ..kept
+            },
+            _ => attempts,
+        };
         let here = self.in_flight_here(id);
         let live = marker.is_some_and(|m| m.looks_live(Timestamp::now(), WAIT_GRACE));
         RefreshState {
@@ -393,6 +495,7 @@ impl Cache {
             consecutive_failures: attempts.consecutive_failures,
             next_retry_at: attempts.next_retry_at,
             revision: attempts.revision,
+            sidecar_damaged: attempts.sidecar_damaged.clone(),
         }
     }
 
@@ -470,19 +573,18 @@ enum Due {
     Claimed(SourceLock),
 }
 
-/// Is a refresh due? Fresh data, backoff, a running refresh (lock held),
-/// or claimed (when `claim`) / due.
-fn check_due(layout: &Layout, source: &Source, claim: bool) -> Result<Due> {
+/// Is a refresh due? Fresh data, backoff (from the sidecar, or the newer
+/// record `kept` in memory), a running refresh (lock held), or claimed
+/// (when `claim`) / due.
+fn check_due(layout: &Layout, source: &Source, kept: Option<&Meta>, claim: bool) -> Result<Due> {
     let payload = layout.payload(&source.id);
+    let now = SystemTime::now();
     let fresh = match std::fs::metadata(&payload) {
         Ok(m) => {
             let modified = m
                 .modified()
                 .map_err(|e| Error::io("stat payload", &payload, e))?;
-            let age = SystemTime::now()
-                .duration_since(modified)
-                .unwrap_or_default();
-            age < source.policy.ttl
+            freshness::judge(modified, None, now, &source.policy).fresh()
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(Error::io("stat payload", &payload, e)),
@@ -490,10 +592,22 @@ fn check_due(layout: &Layout, source: &Source, claim: bool) -> Result<Due> {
     if fresh {
         return Ok(Due::Fresh);
     }
-    let now = Timestamp::now();
     // A damaged sidecar has no backoff to honour; the refresh heals it.
-    let meta = refresh::read_meta(layout, &source.id).unwrap_or(None);
-    if let Some(until) = meta.and_then(|m| m.next_retry_at).filter(|t| *t > now) {
+    let disk = refresh::read_meta(layout, &source.id)?;
+    let meta = match kept {
+        Some(kept)
+            if disk
+                .as_ref()
+                .is_none_or(|d| kept.last_attempt_at > d.last_attempt_at) =>
+        {
+            Some(kept.clone())
+        }
+        _ => disk,
+    };
+    let now = Timestamp::from(now);
+    let (recorded, last) = meta.map_or((None, None), |m| (m.next_retry_at, m.last_attempt_at));
+    let retry = freshness::retry_at(recorded, last, now, &source.policy);
+    if let Some(until) = retry.filter(|t| *t > now) {
         return Ok(Due::BackingOff(until.system_time()));
     }
     if !claim {
@@ -508,7 +622,7 @@ fn check_due(layout: &Layout, source: &Source, claim: bool) -> Result<Due> {
 
 /// A forced refresh: claim, or wait for the current holder and take its
 /// outcome, becoming the holder if it died without one.
-async fn forced<F, Fut>(layout: Layout, source: Source, f: F) -> Outcome
+async fn forced<F, Fut>(layout: Layout, unsaved: Arc<Unsaved>, source: Source, f: F) -> Outcome
 where
     F: FnOnce(FetchContext) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
@@ -534,7 +648,7 @@ where
             lock
         }
     };
-    run_holding(layout, source, lock, f).await
+    run_holding(layout, unsaved, source, lock, f).await
 }
 
 /// Waits (on a blocking thread, woken by the kernel when the holder's lock
@@ -572,14 +686,20 @@ async fn acquire_waiting(layout: &Layout, source: &Source) -> Result<(SourceLock
 
 /// With the lock held: mark, run the refresher under the deadline, commit or
 /// record the failure, unmark, unlock.
-async fn run_holding<F, Fut>(layout: Layout, source: Source, lock: SourceLock, f: F) -> Outcome
+async fn run_holding<F, Fut>(
+    layout: Layout,
+    unsaved: Arc<Unsaved>,
+    source: Source,
+    lock: SourceLock,
+    f: F,
+) -> Outcome
 where
     F: FnOnce(FetchContext) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
 {
     let deadline = source.policy.refresh_deadline;
     let (l, id) = (layout.clone(), source.id.clone());
-    let holder = blocking(move || Holder::start(&l, &id, lock, deadline))
+    let mut holder = blocking(move || Holder::start(&l, &id, lock, deadline))
         .await
         .map_err(Arc::new)?;
     let started = Timestamp::now();
@@ -588,10 +708,18 @@ where
         timeout: deadline,
         validators: holder.meta.validators.clone(),
     };
-    let fetched = run_refresher(f, ctx, deadline).await;
-    blocking(move || holder.finish(fetched, &source.policy, started))
-        .await
-        .map_err(Arc::new)
+    // No marker (no space, no inodes): a failure, without an upstream call.
+    let fetched = match holder.unmarked() {
+        Some(why) => Err(FetchError::new(why)),
+        None => run_refresher(f, ctx, deadline).await,
+    };
+    blocking(move || {
+        let result = holder.finish(fetched, &source.policy, started);
+        unsaved.remember(&source.id, &holder);
+        result
+    })
+    .await
+    .map_err(Arc::new)
 }
 
 /// Runs the refresher as its own task under `deadline`; a panic or an

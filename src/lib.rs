@@ -14,6 +14,7 @@
 //! - [`store`]: atomic durable writes and lock-free reads.
 //! - [`lock`]: the per-source `flock` that owns a refresh.
 //! - [`backoff`]: jittered exponential retry delays.
+//! - [`freshness`]: the one judge of fresh / stale / expired and of retry times.
 //! - [`singleflight`]: one refresh per source per process, shared by callers.
 //! - [`refresh`]: the refresh state machine (claim, run, commit, wait).
 //! - [`cache`]: the public [`Cache`] handle tying the above together.
@@ -35,6 +36,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod freshness;
 pub mod layout;
 pub mod lock;
 pub mod meta;

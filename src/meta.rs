@@ -167,6 +167,71 @@ impl Meta {
     }
 }
 
+/// A sidecar as found on disk. The payload is the truth: a missing or
+/// damaged sidecar never stops the payload from being served, and the next
+/// commit rewrites it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sidecar {
+    /// No sidecar.
+    Missing,
+    /// A sidecar that parses.
+    Intact(Box<Meta>),
+    /// A sidecar that cannot be read or parsed.
+    Damaged(Damage),
+}
+
+/// What is known of a damaged sidecar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Why it was rejected, naming the file.
+    pub reason: String,
+    /// The revision still legible in its bytes, if any.
+    pub revision: Option<u64>,
+}
+
+impl Sidecar {
+    /// Judges the bytes read from `path` (`None`: no file).
+    pub fn judge(bytes: Option<&[u8]>, path: &Path) -> Self {
+        let Some(bytes) = bytes else {
+            return Self::Missing;
+        };
+        match Meta::parse(bytes, path) {
+            Ok(meta) => Self::Intact(Box::new(meta)),
+            Err(e) => Self::Damaged(Damage {
+                reason: e.to_string(),
+                revision: salvage_revision(bytes),
+            }),
+        }
+    }
+
+    /// The parsed sidecar, if intact.
+    pub fn meta(&self) -> Option<&Meta> {
+        match self {
+            Self::Intact(meta) => Some(meta.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// Why the sidecar is damaged, if it is.
+    pub fn damage(&self) -> Option<&Damage> {
+        match self {
+            Self::Damaged(damage) => Some(damage),
+            _ => None,
+        }
+    }
+}
+
+/// The value of the first `"revision": <digits>` in a damaged sidecar's
+/// bytes (a truncated or foreign-format sidecar usually still has it).
+pub fn salvage_revision(bytes: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"revision\"";
+    let at = bytes.windows(KEY.len()).position(|w| w == KEY)?;
+    let rest = bytes[at + KEY.len()..].trim_ascii_start();
+    let rest = rest.strip_prefix(b":")?.trim_ascii_start();
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
 /// The `.refreshing` marker, present only while a refresh runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Marker {

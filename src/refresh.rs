@@ -13,7 +13,7 @@ use crate::backoff;
 use crate::error::{Error, Result};
 use crate::layout::{Layout, TEMP_SUFFIX};
 use crate::lock::SourceLock;
-use crate::meta::{Marker, Meta, Timestamp};
+use crate::meta::{Damage, Marker, Meta, Sidecar, Timestamp};
 use crate::prune;
 use crate::refresher::{FetchError, Fetched};
 use crate::source::{Policy, SourceId};
@@ -59,16 +59,58 @@ impl Refreshed {
     }
 }
 
-/// Reads a source's sidecar; `Ok(None)` when there is none.
+/// Reads a source's sidecar: missing, intact, or damaged (unreadable or not
+/// a sidecar). Never an error: a damaged sidecar must not stop anything.
+pub fn read_sidecar(layout: &Layout, id: &SourceId) -> Sidecar {
+    let path = layout.sidecar(id);
+    match store::read_optional(&path, "read sidecar") {
+        Ok(bytes) => Sidecar::judge(bytes.as_deref(), &path),
+        Err(e) => Sidecar::Damaged(Damage {
+            reason: e.to_string(),
+            revision: None,
+        }),
+    }
+}
+
+/// Reads a source's sidecar; `Ok(None)` when there is none or it is
+/// damaged (see [`read_sidecar`] to tell the two apart).
 ///
 /// # Errors
 ///
-/// [`Error::Io`] or [`Error::Corrupt`].
+/// None today; kept fallible for callers that propagate file errors.
 pub fn read_meta(layout: &Layout, id: &SourceId) -> Result<Option<Meta>> {
-    let path = layout.sidecar(id);
-    store::read_optional(&path, "read sidecar")?
-        .map(|bytes| Meta::parse(&bytes, &path))
-        .transpose()
+    Ok(match read_sidecar(layout, id) {
+        Sidecar::Intact(meta) => Some(*meta),
+        Sidecar::Missing | Sidecar::Damaged(_) => None,
+    })
+}
+
+/// The revision the payload on disk is taken to have, by the rule that a
+/// revision never goes backwards: the sidecar's, plus one when the payload
+/// is newer than the sidecar says (a commit whose sidecar was lost, or a
+/// payload written by another program). With no legible revision but a
+/// payload present, the current time in Unix milliseconds: above any
+/// revision counted one per commit since (commits take longer than 1 ms).
+pub fn payload_revision(layout: &Layout, id: &SourceId, sidecar: &Sidecar) -> u64 {
+    let payload = std::fs::symlink_metadata(layout.payload(id)).ok();
+    let time_floor = || payload.as_ref().map_or(0, |_| Timestamp::now().unix_ms());
+    match sidecar {
+        Sidecar::Intact(meta) => {
+            let newer = payload.as_ref().is_some_and(|p| {
+                let modified = p.modified().ok().map(Timestamp::from);
+                meta.bytes != Some(p.len()) || modified > meta.fetched_at
+            });
+            if newer && meta.revision > 0 {
+                meta.revision.saturating_add(1)
+            } else {
+                meta.revision
+            }
+        }
+        Sidecar::Damaged(Damage {
+            revision: Some(r), ..
+        }) => *r,
+        Sidecar::Damaged(_) | Sidecar::Missing => time_floor(),
+    }
 }
 
 /// Reads a source's marker; `Ok(None)` when there is none (or it is
@@ -85,8 +127,14 @@ pub fn read_marker(layout: &Layout, id: &SourceId) -> Option<Marker> {
 pub struct Holder {
     layout: Layout,
     id: SourceId,
-    /// The sidecar as it was when the lock was taken.
+    /// The sidecar as it was when the lock was taken (a new record when it
+    /// was missing or damaged), with the payload's revision; then as this
+    /// holder last recorded it, saved or not.
     pub meta: Meta,
+    unmarked: Option<String>,
+    /// The error of the last sidecar write, when it failed: `meta` is then
+    /// only in memory.
+    unsaved: Option<Error>,
     _lock: SourceLock,
 }
 
@@ -107,25 +155,35 @@ impl Holder {
         if layout.marker(id).exists() {
             prune::clear_leftovers(layout, id)?;
         }
-        let meta = match read_meta(layout, id) {
-            Ok(meta) => meta.unwrap_or_else(|| Meta::new(id)),
-            // A damaged sidecar must not block the source forever: this
-            // refresh writes a new record (its revision count restarts).
-            Err(e @ Error::Corrupt { .. }) => {
-                tracing::warn!("{id}: {e}; starting a new record");
-                Meta::new(id)
-            }
-            Err(e) => return Err(e),
+        let sidecar = read_sidecar(layout, id);
+        if let Some(damage) = sidecar.damage() {
+            tracing::warn!("{id}: {}; the next commit rewrites it", damage.reason);
+        }
+        let revision = payload_revision(layout, id, &sidecar);
+        let mut meta = match sidecar {
+            Sidecar::Intact(meta) => *meta,
+            Sidecar::Missing | Sidecar::Damaged(_) => Meta::new(id),
         };
+        meta.revision = revision;
         let marker = Marker::new(deadline);
         let bytes = serde_json::to_vec(&marker).expect("marker serialises");
-        store::write_advisory(&layout.marker(id), &Layout::temp_prefix(id), &bytes)?;
+        let unmarked = store::write_advisory(&layout.marker(id), &Layout::temp_prefix(id), &bytes)
+            .err()
+            .map(|e| format!("cannot write the refresh marker: {e}"));
         Ok(Self {
             layout: layout.clone(),
             id: id.clone(),
             meta,
+            unmarked,
+            unsaved: None,
             _lock: lock,
         })
+    }
+
+    /// Why the marker could not be written (no space, no inodes): the
+    /// refresh is then a failure, recorded, without running the refresher.
+    pub fn unmarked(&self) -> Option<&str> {
+        self.unmarked.as_deref()
     }
 
     /// Records what the refresher returned: commits data, renews on "not
@@ -133,10 +191,11 @@ impl Holder {
     ///
     /// # Errors
     ///
-    /// [`Error::RefreshFailed`] for a failed refresh (after recording it),
-    /// [`Error::Io`] when the sidecar itself cannot be written.
+    /// [`Error::RefreshFailed`] for a failed refresh (a failed commit
+    /// included), after recording it; when the sidecar cannot be written the
+    /// record is kept in memory ([`Holder::unsaved`]) and the message says so.
     pub fn finish(
-        mut self,
+        &mut self,
         outcome: Result<Fetched, FetchError>,
         policy: &Policy,
         started: Timestamp,
@@ -152,8 +211,10 @@ impl Holder {
             Ok(r) => Ok(r),
             Err(e) => {
                 let mut message = e.message().to_owned();
-                if let Err(record) = self.record_failure(&e, policy, started) {
-                    message = format!("{message} (and the failure record was not saved: {record})");
+                self.record_failure(&e, policy, started);
+                if let Some((_, unsaved)) = self.unsaved() {
+                    message =
+                        format!("{message} (and the failure record was not saved: {unsaved})");
                 }
                 Err(Error::RefreshFailed {
                     id: self.id.clone(),
@@ -175,16 +236,19 @@ impl Holder {
     ) -> Result<Refreshed, FetchError> {
         let prefix = Layout::temp_prefix(&self.id);
         let mtime = store::write_atomic(&self.layout.payload(&self.id), &prefix, bytes)
-            .map_err(|e| FetchError::new(e.to_string()))?;
+            .map_err(|e| FetchError::new(format!("commit failed: {e}")))?;
         let mut meta = self.meta.clone();
         let fetched = Timestamp::from(mtime);
-        meta.revision += 1;
+        // Saturates: u64::MAX stays u64::MAX (a revision never wraps to 0).
+        meta.revision = meta.revision.saturating_add(1);
         meta.bytes = Some(bytes.len() as u64);
         meta.sha256 = Some(hex::encode(Sha256::digest(bytes)));
         meta.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
         meta.validators = validators;
-        self.succeeded(meta, fetched, policy, started)
-            .map_err(|e| FetchError::new(e.to_string()))?;
+        self.succeeded(meta, fetched, policy, started);
+        // The payload's rename must be durable before the commit counts.
+        store::sync_dir(&self.layout.tier_dir(&self.id))
+            .map_err(|e| FetchError::new(format!("commit failed: {e}")))?;
         Ok(Refreshed::Committed {
             revision: self.meta.revision,
         })
@@ -209,20 +273,22 @@ impl Holder {
         if validators != crate::Validators::default() {
             meta.validators = validators;
         }
-        self.succeeded(meta, now, policy, started)
-            .map_err(|e| FetchError::new(e.to_string()))?;
+        self.succeeded(meta, now, policy, started);
         Ok(Refreshed::NotModified {
             revision: self.meta.revision,
         })
     }
 
+    /// Records a success. The payload is the truth: a sidecar that cannot be
+    /// written does not undo it (the record stays in memory, and the next
+    /// holder derives the revision from the payload).
     fn succeeded(
         &mut self,
         mut meta: Meta,
         fetched: Timestamp,
         policy: &Policy,
         started: Timestamp,
-    ) -> Result<()> {
+    ) {
         meta.fetched_at = Some(fetched);
         meta.ttl_ms = u64::try_from(policy.ttl.as_millis()).unwrap_or(u64::MAX);
         meta.expires_at = Some(fetched.plus(policy.ttl));
@@ -230,41 +296,49 @@ impl Holder {
         meta.last_error = None;
         meta.consecutive_failures = 0;
         meta.next_retry_at = None;
-        self.write_sidecar(&meta)?;
-        self.meta = meta;
-        Ok(())
+        self.save(meta);
     }
 
-    fn record_failure(
-        &mut self,
-        e: &FetchError,
-        policy: &Policy,
-        started: Timestamp,
-    ) -> Result<()> {
+    fn record_failure(&mut self, e: &FetchError, policy: &Policy, started: Timestamp) {
         let mut meta = self.meta.clone();
         meta.last_attempt_at = Some(started);
         meta.last_error = Some(e.message().to_owned());
         meta.consecutive_failures = meta.consecutive_failures.saturating_add(1);
-        let wait = e.retry_after().unwrap_or_else(|| {
-            let n = meta.consecutive_failures;
-            backoff::delay(
-                policy.backoff_base,
-                policy.backoff_cap,
-                n,
-                backoff::random_jitter(),
-            )
-        });
+        let wait = e.retry_after().map_or_else(
+            || {
+                let n = meta.consecutive_failures;
+                backoff::delay(
+                    policy.backoff_base,
+                    policy.backoff_cap,
+                    n,
+                    backoff::random_jitter(),
+                )
+            },
+            |after| after.min(policy.backoff_cap),
+        );
         meta.next_retry_at = Some(Timestamp::now().plus(wait));
-        self.write_sidecar(&meta)?;
-        self.meta = meta;
-        Ok(())
+        self.save(meta);
     }
 
-    fn write_sidecar(&self, meta: &Meta) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(meta).expect("sidecar serialises");
+    /// Makes `meta` the record, and writes the sidecar without fsync: it can
+    /// be rebuilt (the payload is the truth and the revision is derived from
+    /// it when the sidecar is lost), and the payload's directory fsync in a
+    /// commit makes its rename durable too.
+    fn save(&mut self, meta: Meta) {
+        let bytes = serde_json::to_vec_pretty(&meta).expect("sidecar serialises");
         let prefix = Layout::temp_prefix(&self.id);
-        store::write_atomic(&self.layout.sidecar(&self.id), &prefix, &bytes)?;
-        store::sync_dir(&self.layout.tier_dir(&self.id))
+        let written = store::write_advisory(&self.layout.sidecar(&self.id), &prefix, &bytes);
+        self.unsaved = written.err();
+        if let Some(e) = &self.unsaved {
+            tracing::warn!("{}: the record is kept in memory only: {e}", self.id);
+        }
+        self.meta = meta;
+    }
+
+    /// The record, when its last sidecar write failed (it is then only in
+    /// memory), with that write's error.
+    pub fn unsaved(&self) -> Option<(&Meta, &Error)> {
+        self.unsaved.as_ref().map(|e| (&self.meta, e))
     }
 
     /// Commits bytes produced elsewhere (the library's `write`).

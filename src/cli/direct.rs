@@ -182,7 +182,7 @@ async fn get(direct: &Direct, id: &SourceId, opts: GetOpts) -> anyhow::Result<Ex
 
 fn check_age(id: &SourceId, entry: &Entry, policy: &Policy, opts: &GetOpts) -> anyhow::Result<()> {
     let age = output::duration(entry.age);
-    if let Some(max) = opts.max_age.filter(|m| entry.age > *m) {
+    if let Some(max) = opts.max_age.filter(|m| entry.older_than(*m)) {
         let max = output::duration(max);
         return Err(Fail::exit(
             Exit::TooOld,

@@ -30,8 +30,9 @@ use super::hot::Hot;
 use super::state::lock;
 use crate::cache::{Attempts, RefreshState};
 use crate::error::{Error, Result};
+use crate::freshness;
 use crate::layout::Layout;
-use crate::meta::Marker;
+use crate::meta::{Marker, Sidecar};
 use crate::protocol::timestamp;
 use crate::refresh;
 use crate::source::{Policy, SourceId};
@@ -151,14 +152,12 @@ pub(crate) struct Snapshot {
 impl Snapshot {
     /// Ages `held` by the clock, under `policy`.
     pub fn new(held: Arc<Held>, policy: &Policy, state: RefreshState) -> Self {
-        let age = SystemTime::now()
-            .duration_since(held.modified)
-            .unwrap_or_default();
+        let judged = freshness::judge(held.modified, None, SystemTime::now(), policy);
         Self {
-            fresh: age < policy.ttl,
-            expired: policy.max_stale.is_some_and(|m| age > m),
+            fresh: judged.fresh(),
+            expired: judged.expired(),
             held,
-            age,
+            age: judged.age,
             state,
         }
     }
@@ -184,11 +183,11 @@ impl Look {
     ///
     /// [`Error::Io`] or [`Error::Corrupt`] from the sidecar.
     pub fn take(layout: &Layout, id: &SourceId) -> Result<Self> {
-        let meta = refresh::read_meta(layout, id)?;
+        let sidecar = refresh::read_sidecar(layout, id);
         Ok(Self {
             payload: layout.payload(id).exists(),
-            sidecar: meta.is_some(),
-            attempts: meta.as_ref().map(Attempts::of).unwrap_or_default(),
+            sidecar: sidecar != Sidecar::Missing,
+            attempts: Attempts::of_sidecar(&sidecar),
             marker: refresh::read_marker(layout, id),
         })
     }

@@ -107,6 +107,7 @@ fn timing(sc: &SourceConfig) -> Timing {
     Timing {
         ttl: sc.policy.ttl,
         backoff: sc.policy.backoff_base.max(MIN_PAUSE),
+        backoff_cap: sc.policy.backoff_cap,
     }
 }
 
@@ -232,7 +233,10 @@ fn due_of(cache: &Cache, look: &Look, ahead: f64) -> crate::Result<SystemTime> {
     let modified = std::fs::metadata(cache.layout().payload(&look.id))
         .and_then(|m| m.modified())
         .ok();
-    let retry = cache.meta(&look.id)?.and_then(|m| m.next_retry_at);
+    let meta = cache.meta(&look.id)?;
+    let (recorded, last) = meta.map_or((None, None), |m| (m.next_retry_at, m.last_attempt_at));
+    let now = crate::meta::Timestamp::now();
+    let retry = crate::freshness::clamp_retry(recorded, last, now, look.timing.backoff_cap);
     Ok(due_at(
         modified,
         look.timing.ttl,

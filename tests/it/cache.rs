@@ -490,26 +490,6 @@ async fn prune_skips_a_source_being_refreshed() {
 }
 
 #[tokio::test]
-async fn a_damaged_sidecar_is_reported_then_healed_by_the_next_refresh() {
-    let (_d, cache) = open();
-    let s = source("t/damaged");
-    ok(&cache, &s, "[1]").await;
-    std::fs::write(cache.layout().sidecar(&s.id), b"{garbage").unwrap();
-    let err = cache.meta(&s.id).unwrap_err();
-    assert!(err.to_string().contains("corrupt sidecar"), "{err}");
-    assert_eq!(
-        cache.read(&s).unwrap().unwrap().data,
-        b"[1]",
-        "the payload is still served"
-    );
-    assert_eq!(
-        ok(&cache, &s, "[2]").await,
-        Refreshed::Committed { revision: 1 }
-    );
-    assert_eq!(cache.meta(&s.id).unwrap().unwrap().revision, 1);
-}
-
-#[tokio::test]
 async fn root_and_tiers_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let (_d, cache) = open();

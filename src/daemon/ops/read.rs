@@ -29,7 +29,7 @@ pub(super) async fn get(d: &Arc<Daemon>, req: GetRequest) -> Result<GetBody, Wir
         RefreshMode::Never => {}
         RefreshMode::IfStale if stale(&entry) => background(d, &sc),
         RefreshMode::IfStale => {}
-        RefreshMode::WaitIfStale if stale(&entry) && !backing_off(d, &sc.id) => {
+        RefreshMode::WaitIfStale if stale(&entry) && !backing_off(d, &sc) => {
             // Stale data beats no data: a failure only fails a miss.
             if let (Err(e), None) = (d.refresh(&sc).await, &entry) {
                 return Err(wire(&e));
@@ -51,14 +51,16 @@ fn too_old(entry: &Snapshot, max_age_ms: Option<u64>) -> bool {
 }
 
 /// The last attempt failed and its retry time has not come.
-fn backing_off(d: &Daemon, id: &SourceId) -> bool {
-    let retry = d.view.record_of(id).and_then(|(a, _)| a.next_retry_at);
-    retry.is_some_and(|t| t > Timestamp::now())
+fn backing_off(d: &Daemon, sc: &Configured) -> bool {
+    let (attempts, _) = d.view.record_of(&sc.id).unwrap_or_default();
+    let now = Timestamp::now();
+    let (recorded, last) = (attempts.next_retry_at, attempts.last_attempt_at);
+    crate::freshness::retry_at(recorded, last, now, &sc.policy).is_some_and(|t| t > now)
 }
 
 /// Starts a refresh that nobody waits for, unless the source is backing off.
 fn background(d: &Arc<Daemon>, sc: &Configured) {
-    if backing_off(d, &sc.id) {
+    if backing_off(d, sc) {
         return;
     }
     let (daemon, sc) = (Arc::clone(d), sc.clone());

@@ -41,6 +41,8 @@ pub(crate) struct Timing {
     pub ttl: Duration,
     /// How long to wait after an error that the sidecar does not record.
     pub backoff: Duration,
+    /// The longest backoff: a recorded retry time past now + this is clamped.
+    pub backoff_cap: Duration,
 }
 
 /// A source to look at: its id, jitter and timing.
@@ -238,6 +240,7 @@ mod tests {
         Timing {
             ttl: Duration::from_secs(100),
             backoff: Duration::from_secs(10),
+            backoff_cap: Duration::from_secs(60),
         }
     }
 

@@ -147,11 +147,12 @@ fn every_error_code_from_real_inputs_and_the_connection_stays_usable() {
     let timeout = raw.ask(r#"{"op":"get","source":"t/held","refresh":"force"}"#);
     assert_eq!(code(&timeout), "timeout", "{timeout}");
 
-    // A damaged sidecar: `state` says so (internal); the payload is still
+    // A damaged sidecar: `state` answers and says so; the payload is still
     // served.
     std::fs::write(d.root.join("t").join("ok.meta.json"), b"{garbage").expect("damage");
-    let internal = raw.ask(r#"{"op":"state","source":"t/ok"}"#);
-    assert_eq!(code(&internal), "internal", "{internal}");
+    let state = raw.ask(r#"{"op":"state","source":"t/ok"}"#);
+    let damaged = state["refresh"]["sidecar_damaged"].as_str().unwrap_or("");
+    assert!(damaged.contains("corrupt sidecar"), "{state}");
     let served = raw.ask(r#"{"op":"get","source":"t/ok","refresh":"never"}"#);
     assert_eq!(served["ok"], true, "{served}");
     // A damaged payload: internal, and the daemon goes on.
