@@ -699,9 +699,16 @@ where
 {
     let deadline = source.policy.refresh_deadline;
     let (l, id) = (layout.clone(), source.id.clone());
-    let mut holder = blocking(move || Holder::start(&l, &id, lock, deadline))
-        .await
-        .map_err(Arc::new)?;
+    let kept = Arc::clone(&unsaved);
+    let mut holder = blocking(move || {
+        let mut holder = Holder::start(&l, &id, lock, deadline)?;
+        if let Some(record) = kept.newer_than(&id, Some(&holder.meta)) {
+            holder.adopt(record);
+        }
+        Ok(holder)
+    })
+    .await
+    .map_err(Arc::new)?;
     let started = Timestamp::now();
     let ctx = FetchContext {
         source: source.id.clone(),

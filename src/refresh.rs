@@ -180,6 +180,14 @@ impl Holder {
         })
     }
 
+    /// Continues from `record`, a newer record than the sidecar's that was
+    /// kept in memory because it could not be written (its failure count
+    /// and backoff go on), never lowering the revision.
+    pub fn adopt(&mut self, record: Meta) {
+        let revision = self.meta.revision.max(record.revision);
+        self.meta = Meta { revision, ..record };
+    }
+
     /// Why the marker could not be written (no space, no inodes): the
     /// refresh is then a failure, recorded, without running the refresher.
     pub fn unmarked(&self) -> Option<&str> {

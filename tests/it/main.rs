@@ -4,6 +4,7 @@
 //! - `command_refresher`, `http_refresher`: the refreshers against real
 //!   processes and a real HTTP server on 127.0.0.1.
 //! - `direct`: the CLI in direct mode with real processes.
+//! - `full_disk`: no space or no inodes on a small tmpfs (as root).
 //! - `sidecar`: damaged or missing sidecars, revisions, dates in the future.
 //! - `sources`: real-world sources end to end through the CLI.
 //! - `daemon`: the real binary serving a temp root on a temp socket.
@@ -14,6 +15,7 @@ mod cache;
 mod command_refresher;
 mod daemon;
 mod direct;
+mod full_disk;
 mod http_refresher;
 mod sidecar;
 mod sources;
