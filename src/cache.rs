@@ -18,6 +18,7 @@ use crate::lock::SourceLock;
 use crate::meta::{Marker, Meta, Timestamp};
 use crate::prune::{self, Pruned, Recovered};
 use crate::refresh::{self, Holder, Refreshed};
+use crate::refresher::command::group::{self, GroupHook};
 use crate::refresher::{FetchContext, FetchError, Fetched};
 use crate::singleflight::{Flights, Outcome};
 use crate::source::{Policy, SourceId};
@@ -588,7 +589,7 @@ where
         timeout: deadline,
         validators: holder.meta.validators.clone(),
     };
-    let fetched = run_refresher(f, ctx, deadline).await;
+    let fetched = run_refresher(f, ctx, deadline, holder.group_hook()).await;
     blocking(move || holder.finish(fetched, &source.policy, started))
         .await
         .map_err(Arc::new)
@@ -602,6 +603,7 @@ async fn run_refresher<F, Fut>(
     f: F,
     ctx: FetchContext,
     deadline: Duration,
+    hook: GroupHook,
 ) -> Result<Fetched, FetchError>
 where
     F: FnOnce(FetchContext) -> Fut + Send + 'static,
@@ -613,7 +615,7 @@ where
             self.0.abort();
         }
     }
-    let task = tokio::spawn(f(ctx));
+    let task = tokio::spawn(group::with_hook(hook, f(ctx)));
     let _guard = AbortOnDrop(task.abort_handle());
     match tokio::time::timeout(deadline, task).await {
         Ok(Ok(result)) => result,

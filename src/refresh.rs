@@ -87,6 +87,7 @@ pub struct Holder {
     id: SourceId,
     /// The sidecar as it was when the lock was taken.
     pub meta: Meta,
+    marker: Marker,
     _lock: SourceLock,
 }
 
@@ -124,8 +125,16 @@ impl Holder {
             layout: layout.clone(),
             id: id.clone(),
             meta,
+            marker,
             _lock: lock,
         })
+    }
+
+    /// A hook that records the refresher's process group in our marker.
+    pub fn group_hook(&self) -> crate::refresher::command::group::GroupHook {
+        let path = self.layout.marker(&self.id);
+        self.marker
+            .group_recorder(path, Layout::temp_prefix(&self.id))
     }
 
     /// Records what the refresher returned: commits data, renews on "not

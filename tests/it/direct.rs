@@ -151,10 +151,7 @@ command = ["sh", "-c", "if [ -e @DIR@/first ]; then echo '{\"v\":2}'; else touch
         .trim()
         .parse()
         .unwrap();
-    assert!(
-        pid_alive(child),
-        "the refresher's child outlives its holder"
-    );
+    wait_for("the refresher to die with its holder", || !pid_alive(child));
     let state = text(&env.run(&["state", "t/crashy", "--json"]).stdout);
     assert!(state.contains("\"abandoned\": true"), "{state}");
     let started = Instant::now();

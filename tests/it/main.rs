@@ -6,6 +6,7 @@
 //! - `direct`: the CLI in direct mode with real processes.
 //! - `sources`: real-world sources end to end through the CLI.
 //! - `daemon`: the real binary serving a temp root on a temp socket.
+//! - `orphans`: a holder that dies leaves no refresher running.
 
 mod helpers;
 
@@ -14,4 +15,5 @@ mod command_refresher;
 mod daemon;
 mod direct;
 mod http_refresher;
+mod orphans;
 mod sources;
