@@ -142,7 +142,8 @@ command = ["sh", "-c", "if [ -e @DIR@/first ]; then echo '{\"v\":2}'; else touch
     );
     let mut holder = env.spawn(&["refresh", "t/crashy"]);
     wait_for("the refresher to run", || {
-        env.path("child").exists() && env.path("root/t/crashy.refreshing").exists()
+        let pid = fs::read_to_string(env.path("child")).unwrap_or_default();
+        pid.trim().parse::<i32>().is_ok() && env.path("root/t/crashy.refreshing").exists()
     });
     holder.kill().unwrap(); // SIGKILL
     holder.wait().unwrap();

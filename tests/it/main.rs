@@ -3,6 +3,8 @@
 //! - `cache`: the library on its own.
 //! - `command_refresher`, `http_refresher`: the refreshers against real
 //!   processes and a real HTTP server on 127.0.0.1.
+//! - `config_safety`: prune needs a config file; an unset `${VAR}` disables
+//!   only its source.
 //! - `direct`: the CLI in direct mode with real processes.
 //! - `sources`: real-world sources end to end through the CLI.
 //! - `daemon`: the real binary serving a temp root on a temp socket.
@@ -12,6 +14,7 @@ mod helpers;
 
 mod cache;
 mod command_refresher;
+mod config_safety;
 mod daemon;
 mod direct;
 mod http_refresher;
