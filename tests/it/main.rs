@@ -8,6 +8,7 @@
 //! - `direct`: the CLI in direct mode with real processes.
 //! - `sources`: real-world sources end to end through the CLI.
 //! - `daemon`: the real binary serving a temp root on a temp socket.
+//! - `secrets`: no form of a secret in any output, log or file at trace.
 //! - `orphans`: a holder that dies leaves no refresher running.
 
 mod helpers;
@@ -19,4 +20,5 @@ mod daemon;
 mod direct;
 mod http_refresher;
 mod orphans;
+mod secrets;
 mod sources;
