@@ -19,6 +19,7 @@ use crate::lock::SourceLock;
 use crate::meta::{Marker, Meta, Sidecar, Timestamp};
 use crate::prune::{self, Pruned, Recovered};
 use crate::refresh::{self, Holder, Refreshed};
+use crate::refresher::command::group::{self, GroupHook};
 use crate::refresher::{FetchContext, FetchError, Fetched};
 use crate::singleflight::{Flights, Outcome};
 use crate::source::{Policy, SourceId};
@@ -718,7 +719,7 @@ where
     // No marker (no space, no inodes): a failure, without an upstream call.
     let fetched = match holder.unmarked() {
         Some(why) => Err(FetchError::new(why)),
-        None => run_refresher(f, ctx, deadline).await,
+        None => run_refresher(f, ctx, deadline, holder.group_hook()).await,
     };
     blocking(move || {
         let result = holder.finish(fetched, &source.policy, started);
@@ -737,6 +738,7 @@ async fn run_refresher<F, Fut>(
     f: F,
     ctx: FetchContext,
     deadline: Duration,
+    hook: GroupHook,
 ) -> Result<Fetched, FetchError>
 where
     F: FnOnce(FetchContext) -> Fut + Send + 'static,
@@ -748,7 +750,7 @@ where
             self.0.abort();
         }
     }
-    let task = tokio::spawn(f(ctx));
+    let task = tokio::spawn(group::with_hook(hook, f(ctx)));
     let _guard = AbortOnDrop(task.abort_handle());
     match tokio::time::timeout(deadline, task).await {
         Ok(Ok(result)) => result,

@@ -10,7 +10,7 @@ mod entry;
 mod raw;
 mod value;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -60,17 +60,40 @@ pub struct SourceConfig {
     pub policy: Policy,
     /// What produces the payload.
     pub refresher: Refresher,
+    /// Why the source is disabled (a `${VAR}` it uses is unset), if it is:
+    /// it is never refreshed, but stays configured (prune keeps its data).
+    pub disabled: Option<String>,
 }
 
 /// A loaded, validated config.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where it came from (a path, or `<embedded>`).
+    /// Where it came from (a path, or `<embedded>`), for messages.
     pub origin: String,
+    /// The file it was read from; `None` for the embedded default (or a
+    /// text parsed directly). Prune runs only against a file.
+    pub file: Option<PathBuf>,
     /// `[daemon]`.
     pub daemon: DaemonSettings,
     /// Every `[[source]]`, in file order.
     pub sources: Vec<SourceConfig>,
+    /// Unset `${VAR}`s (their sources are disabled), for [`Config::strict`].
+    unset: Vec<Problem>,
+}
+
+/// Why `prune` refuses to run against a config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PruneRefused {
+    /// No config file exists: the embedded default names none of the user's
+    /// sources, so pruning against it would delete them all.
+    #[error(
+        "refusing to prune: no config file (give --config, set $DISCOCACHE_CONFIG or create \
+         $XDG_CONFIG_HOME/discocache/config.toml); the embedded default config is never used to prune"
+    )]
+    NoFile,
+    /// The config file has no sources.
+    #[error("refusing to prune: config {0} has no sources, so pruning would remove everything")]
+    NoSources(String),
 }
 
 /// One thing wrong with a config, with its line when known. The message
@@ -159,8 +182,10 @@ impl Config {
         match built {
             Some((daemon, sources)) if checker.problems.is_empty() => Ok(Self {
                 origin: origin.to_owned(),
+                file: None,
                 daemon,
                 sources,
+                unset: checker.unset,
             }),
             _ => Err(sorted(origin, checker.problems)),
         }
@@ -177,7 +202,49 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::one(&origin, None, format!("cannot read: {e}")))?;
         let env = |name: &str| std::env::var(name).ok();
-        Self::parse_with_env(&text, &origin, path.parent(), &env)
+        let config = Self::parse_with_env(&text, &origin, path.parent(), &env)?;
+        Ok(Self {
+            file: Some(path.to_owned()),
+            ..config
+        })
+    }
+
+    /// The config with unset `${VAR}`s counted as problems, as `config
+    /// check` reports them (loading only disables those sources).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming each unset variable with its line.
+    pub fn strict(self) -> Result<Self, ConfigError> {
+        if self.unset.is_empty() {
+            Ok(self)
+        } else {
+            Err(sorted(&self.origin, self.unset))
+        }
+    }
+
+    /// The sources `prune` keeps: every configured one, disabled ones
+    /// included.
+    ///
+    /// # Errors
+    ///
+    /// [`PruneRefused`] when the config is not from a file (the embedded
+    /// default) or has no sources.
+    pub fn prune_set(&self) -> Result<BTreeSet<SourceId>, PruneRefused> {
+        if self.file.is_none() {
+            return Err(PruneRefused::NoFile);
+        }
+        if self.sources.is_empty() {
+            return Err(PruneRefused::NoSources(self.origin.clone()));
+        }
+        Ok(self.sources.iter().map(|s| s.id.clone()).collect())
+    }
+
+    /// Sources disabled by an unset `${VAR}`, with the reason.
+    pub fn disabled(&self) -> impl Iterator<Item = (&SourceId, &str)> {
+        self.sources
+            .iter()
+            .filter_map(|s| Some((&s.id, s.disabled.as_deref()?)))
     }
 
     /// The embedded default config.

@@ -27,6 +27,7 @@
 //! - [`server`]: the Unix socket server (connection cap, idle timeout, peer check).
 //! - [`client`]: a blocking client for the socket.
 //! - [`stats`]: counters, persistence and Prometheus metrics.
+//! - [`logging`]: the one stderr log set-up, with the HTTP client's own logs muted.
 //! - [`error`]: the library's [`Error`].
 
 pub mod backoff;
@@ -39,6 +40,7 @@ pub mod error;
 pub mod freshness;
 pub mod layout;
 pub mod lock;
+pub mod logging;
 pub mod meta;
 pub mod protocol;
 pub mod prune;

@@ -4,13 +4,15 @@
 //! UTC strings with milliseconds; durations are integer milliseconds.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::refresher::Validators;
+use crate::refresher::command::group::GroupHook;
 use crate::source::SourceId;
 
 /// Version of the on-disk format written in every sidecar.
@@ -243,6 +245,10 @@ pub struct Marker {
     pub deadline: Timestamp,
     /// Random: tells one refresh's marker from the next.
     pub token: String,
+    /// Process group of the refresher, once one runs (fizeau's markers and
+    /// older ones lack it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgid: Option<i32>,
 }
 
 impl Marker {
@@ -254,7 +260,47 @@ impl Marker {
             started_at,
             deadline: started_at.plus(deadline),
             token: format!("{:016x}", fastrand::u64(..)),
+            pgid: None,
         }
+    }
+
+    /// SIGKILLs the refresher process group this (abandoned) marker names,
+    /// if it still runs, so that a crashed holder's refresher never runs
+    /// beside the next one. Never signals this process's own group.
+    pub fn kill_group(&self) {
+        let Some(pgid) = self.pgid.filter(|&g| g > 1) else {
+            return;
+        };
+        let pgid = nix::unistd::Pid::from_raw(pgid);
+        if pgid == nix::unistd::getpgrp() {
+            return;
+        }
+        match nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL) {
+            Ok(()) => tracing::warn!(
+                "killed process group {pgid} of an abandoned refresh (holder pid {})",
+                self.pid
+            ),
+            Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => {
+                tracing::warn!("cannot kill process group {pgid} of an abandoned refresh: {e}")
+            }
+        }
+    }
+
+    /// A hook that rewrites this marker at `path` with the process group of
+    /// the refresher once it is spawned (temp files named with `prefix`).
+    pub fn group_recorder(&self, path: PathBuf, prefix: String) -> GroupHook {
+        let marker = self.clone();
+        Arc::new(move |pgid| {
+            let with_group = Marker {
+                pgid: Some(pgid),
+                ..marker.clone()
+            };
+            let bytes = serde_json::to_vec(&with_group).expect("marker serialises");
+            if let Err(e) = crate::store::write_advisory(&path, &prefix, &bytes) {
+                tracing::warn!("cannot record the refresher's process group: {e}");
+            }
+        })
     }
 
     /// Parses a marker.
@@ -334,6 +380,10 @@ mod tests {
         assert_eq!(m.pid, std::process::id());
         let parsed = Marker::parse(&serde_json::to_vec(&m).unwrap(), Path::new("m")).unwrap();
         assert_eq!(parsed, m);
+        let old = r#"{"pid":1,"started_at":"2023-11-14T22:13:20.123Z","deadline":"2023-11-14T22:13:20.123Z","token":"x"}"#;
+        let old =
+            Marker::parse(old.as_bytes(), Path::new("m")).expect("a marker without pgid parses");
+        assert_eq!(old.pgid, None);
         assert!(m.looks_live(Timestamp::now(), Duration::ZERO));
         let late = m.deadline.plus(Duration::from_secs(1));
         assert!(!m.looks_live(late, Duration::ZERO));

@@ -77,6 +77,9 @@ pub fn clear_leftovers(layout: &Layout, id: &SourceId) -> Result<Vec<PathBuf>> {
         }
     }
     let marker = layout.marker(id);
+    if let Some(abandoned) = crate::refresh::read_marker(layout, id) {
+        abandoned.kill_group();
+    }
     if store::remove_if_present(&marker, "remove abandoned marker")? {
         removed.push(marker);
     }

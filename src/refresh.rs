@@ -135,6 +135,7 @@ pub struct Holder {
     /// The error of the last sidecar write, when it failed: `meta` is then
     /// only in memory.
     unsaved: Option<Error>,
+    marker: Marker,
     _lock: SourceLock,
 }
 
@@ -176,6 +177,7 @@ impl Holder {
             meta,
             unmarked,
             unsaved: None,
+            marker,
             _lock: lock,
         })
     }
@@ -192,6 +194,13 @@ impl Holder {
     /// refresh is then a failure, recorded, without running the refresher.
     pub fn unmarked(&self) -> Option<&str> {
         self.unmarked.as_deref()
+    }
+
+    /// A hook that records the refresher's process group in our marker.
+    pub fn group_hook(&self) -> crate::refresher::command::group::GroupHook {
+        let path = self.layout.marker(&self.id);
+        self.marker
+            .group_recorder(path, Layout::temp_prefix(&self.id))
     }
 
     /// Records what the refresher returned: commits data, renews on "not

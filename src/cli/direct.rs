@@ -260,12 +260,9 @@ fn status(direct: &Direct, json: bool) -> anyhow::Result<Exit> {
             let source = direct.source(id);
             let entry = direct.cache.read(&source)?;
             let state = direct.cache.refresh_state(id)?;
-            Ok(Row::new(
-                &source,
-                direct.configured(id).is_some(),
-                entry.as_ref(),
-                state,
-            ))
+            let configured = direct.configured(id);
+            let disabled = configured.and_then(|sc| sc.disabled.as_deref());
+            Ok(Row::new(&source, configured.is_some(), entry.as_ref(), state).disabled(disabled))
         })
         .collect::<crate::Result<Vec<_>>>()?;
     let mut out = std::io::stdout().lock();
@@ -288,13 +285,7 @@ fn prune(direct: &Direct, dry_run: bool) -> anyhow::Result<Exit> {
         .config
         .as_ref()
         .map_err(|e| anyhow::anyhow!("refusing to prune: {e}"))?;
-    if config.sources.is_empty() {
-        anyhow::bail!(
-            "refusing to prune: config {} has no sources, so pruning would remove everything",
-            config.origin
-        );
-    }
-    let active: BTreeSet<SourceId> = config.sources.iter().map(|s| s.id.clone()).collect();
+    let active = config.prune_set()?;
     let report = direct.cache.prune(&active, dry_run)?;
     output::pruned(&mut std::io::stdout().lock(), &report, dry_run)?;
     Ok(Exit::Ok)
@@ -324,7 +315,7 @@ pub fn print_expired(ctx: &Ctx, id: &SourceId) -> anyhow::Result<Exit> {
 /// Exit 1 with every problem, one per line, when the config does not load.
 pub fn config_check(ctx: &Ctx, file: Option<PathBuf>) -> anyhow::Result<Exit> {
     let result = match file.or_else(|| ctx.config_path()) {
-        Some(path) => Config::load(&path),
+        Some(path) => Config::load(&path).and_then(Config::strict),
         None => Ok(Config::embedded()),
     };
     match result {

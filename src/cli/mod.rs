@@ -76,15 +76,7 @@ pub fn main() -> ExitCode {
 /// call it: a client answered by the daemon logs nothing and skips the
 /// cost.
 pub(crate) fn init_logging(daemon: bool) {
-    let default = if daemon { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DISCOCACHE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+    crate::logging::init(if daemon { "info" } else { "warn" });
 }
 
 /// Resolved global options.

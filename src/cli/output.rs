@@ -109,6 +109,16 @@ impl Row {
 }
 
 impl Row {
+    /// Marks the row of a source disabled by its config, with the reason.
+    #[must_use]
+    pub fn disabled(mut self, why: Option<&str>) -> Self {
+        if let Some(why) = why {
+            self.state = "disabled";
+            self.last_error = Some(format!("disabled: {why}"));
+        }
+        self
+    }
+
     /// A row from one source of the daemon's `status` answer.
     pub fn from_daemon(v: &serde_json::Value) -> Self {
         let refresh: RefreshState =
@@ -135,6 +145,7 @@ impl Row {
             last_attempt_at: refresh.last_attempt_at,
             next_retry_at: refresh.next_retry_at,
         }
+        .disabled(v["disabled"].as_str())
     }
 }
 

@@ -45,6 +45,11 @@ pub(super) struct Checker<'a> {
     pub env: &'a dyn Fn(&str) -> Option<String>,
     /// Where relative `file` paths resolve.
     pub base_dir: Option<&'a Path>,
+    /// Unset `${VAR}`s: not problems of the config (their sources are
+    /// disabled), but `config check` reports them.
+    pub unset: Vec<Problem>,
+    /// Why the source being checked is disabled, if it is.
+    pub disabled: Option<String>,
 }
 
 impl<'a> Checker<'a> {
@@ -58,6 +63,8 @@ impl<'a> Checker<'a> {
             problems: Vec::new(),
             env,
             base_dir,
+            unset: Vec::new(),
+            disabled: None,
         }
     }
 
@@ -69,6 +76,16 @@ impl<'a> Checker<'a> {
     /// Records a problem at `span`, prefixed with its scope.
     pub fn report(&mut self, span: &Range<usize>, scope: &str, message: impl Display) {
         self.note(span, format!("{scope}: {message}"));
+    }
+
+    /// Records an unset variable at `span`: the source is disabled with
+    /// `why` as the reason, and `config check` reports it.
+    pub fn unset_var(&mut self, span: &Range<usize>, scope: &str, why: String) {
+        self.disabled.get_or_insert_with(|| why.clone());
+        self.unset.push(Problem {
+            line: Some(self.line(span.start)),
+            message: format!("{scope}: {why}"),
+        });
     }
 
     /// Records a problem at `span` as it is worded.

@@ -10,7 +10,7 @@ use toml::{Spanned, Value};
 use super::SourceConfig;
 use super::check::{Base, Checker};
 use super::raw::{Field, RawHttp, RawSource};
-use super::value::{ExpandError, expand, is_header_name};
+use super::value::{ExpandError, expand, expand_with_values, is_header_name};
 use crate::refresher::command::CommandSpec;
 use crate::refresher::file::FileSpec;
 use crate::refresher::http::{HttpSpec, Secret};
@@ -39,6 +39,7 @@ impl Checker<'_> {
         raw: &RawSource,
         base: &Base,
     ) -> Result<SourceConfig, ()> {
+        self.disabled = None;
         let id = self.id(scope, span, &raw.id);
         let policy = self.policy(scope, &raw.policy(), base);
         let refresher = self.refresher(scope, span, raw, policy.as_ref().ok());
@@ -47,6 +48,7 @@ impl Checker<'_> {
             id: id?,
             policy: policy.policy,
             refresher: refresher?,
+            disabled: self.disabled.take(),
         })
     }
 
@@ -195,29 +197,57 @@ impl Checker<'_> {
         let url = self.url(scope, &raw.span(), &http.url);
         let max_redirects = self.redirects(scope, &http.max_redirects);
         let headers = self.headers(scope, http.headers.as_ref());
+        let (url, url_secrets) = url?;
         Ok(HttpSpec {
-            url: url?,
+            url,
             headers: headers?,
             max_body,
             max_redirects: max_redirects?,
+            url_secrets: url_secrets.into_iter().map(Secret::new).collect(),
+            disabled: self.disabled.clone(),
         })
     }
 
-    fn url(&mut self, scope: &str, span: &Range<usize>, field: &Field) -> Result<String, ()> {
+    /// The URL with `${VAR}` expanded, and the values of those variables.
+    /// With a variable unset the source is disabled and the URL kept as
+    /// written (it is never fetched).
+    fn url(
+        &mut self,
+        scope: &str,
+        span: &Range<usize>,
+        field: &Field,
+    ) -> Result<(String, Vec<String>), ()> {
         let Some(field) = field else {
             self.report(span, scope, "http: missing url");
             return Err(());
         };
-        match field.get_ref() {
-            Value::String(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                Ok(url.clone())
-            }
-            other => self.bad(
-                field,
-                scope,
-                format!("http.url {other}: expected an http:// or https:// URL"),
-            ),
+        let Value::String(written) = field.get_ref() else {
+            let msg = format!(
+                "http.url {}: expected an http:// or https:// URL",
+                field.get_ref()
+            );
+            return self.bad(field, scope, msg);
+        };
+        let (url, values) = match expand_with_values(written, self.env) {
+            Ok(expanded) => expanded,
+            Err(e) => match unset_reason(&e) {
+                Some(why) => {
+                    self.unset_var(&field.span(), scope, format!("http.url: {why}"));
+                    return Ok((written.clone(), Vec::new()));
+                }
+                None => return self.bad(field, scope, format!("http.url: {}", why_not(&e))),
+            },
+        };
+        if url.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            let msg = "http.url: contains a space or control character after expansion";
+            return self.bad(field, scope, msg.into());
         }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            // Show the URL as written: an expanded one may hold a secret.
+            let msg = format!("http.url {written:?}: expected an http:// or https:// URL");
+            return self.bad(field, scope, msg);
+        }
+        Ok((url, values))
     }
 
     fn redirects(&mut self, scope: &str, field: &Field) -> Result<u32, ()> {
@@ -273,10 +303,33 @@ impl Checker<'_> {
                 "its value contains a line break or NUL after expansion".to_owned()
             }
             Ok(v) => return Ok(Secret::new(v)),
-            Err(ExpandError::Missing(var)) => format!("environment variable {var} is not set"),
-            Err(ExpandError::Empty(var)) => format!("environment variable {var} is set but empty"),
-            Err(ExpandError::Syntax(why)) => why.to_owned(),
+            Err(e) => match unset_reason(&e) {
+                Some(why) => {
+                    self.unset_var(&value.span(), scope, format!("header {name}: {why}"));
+                    // Never sent: the source is disabled.
+                    return Ok(Secret::new(String::new()));
+                }
+                None => why_not(&e),
+            },
         };
         self.bad(value, scope, format!("header {name}: {why}"))
+    }
+}
+
+/// Why a variable disables its source (unset or empty), or `None` for a
+/// syntax error, which is a problem of the config.
+fn unset_reason(e: &ExpandError) -> Option<String> {
+    match e {
+        ExpandError::Missing(var) => Some(format!("environment variable {var} is not set")),
+        ExpandError::Empty(var) => Some(format!("environment variable {var} is set but empty")),
+        ExpandError::Syntax(_) => None,
+    }
+}
+
+/// An expansion error in words.
+fn why_not(e: &ExpandError) -> String {
+    match e {
+        ExpandError::Syntax(why) => (*why).to_owned(),
+        other => unset_reason(other).unwrap_or_default(),
     }
 }

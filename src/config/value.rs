@@ -68,6 +68,20 @@ pub(super) fn expand(
     value: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, ExpandError> {
+    expand_with_values(value, env).map(|(expanded, _)| expanded)
+}
+
+/// Like [`expand`], and also returns the value of each variable used (to be
+/// redacted wherever the expanded text is shown).
+///
+/// # Errors
+///
+/// As [`expand`].
+pub(super) fn expand_with_values(
+    value: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, Vec<String>), ExpandError> {
+    let mut values = Vec::new();
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(at) = rest.find('$') {
@@ -86,11 +100,13 @@ pub(super) fn expand(
         let Some(end) = inner.find('}') else {
             return Err(ExpandError::Syntax("a '${' has no closing '}'"));
         };
-        out.push_str(&lookup(&inner[..end], env)?);
+        let found = lookup(&inner[..end], env)?;
+        out.push_str(&found);
+        values.push(found);
         rest = &inner[end + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok((out, values))
 }
 
 fn lookup(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ExpandError> {

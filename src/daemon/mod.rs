@@ -93,13 +93,7 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DISCOCACHE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    crate::logging::init("info");
 }
 
 /// What is left to do once the runtime is gone.
@@ -131,6 +125,9 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<Stopped> {
     });
     let listening = socket::listen(&opts.socket)?;
     tracing::info!("config {}: {} sources", config.origin, config.sources.len());
+    for (id, why) in config.disabled() {
+        tracing::warn!("{id} is disabled: {why}");
+    }
     let d = Arc::new(Daemon::new(
         cache,
         opts.socket.clone(),

@@ -166,6 +166,9 @@ fn source_status(cache: &Cache, sc: &SourceConfig) -> Value {
         "refresher": sc.refresher.describe(),
         "ttl_ms": millis(sc.policy.ttl),
     });
+    if let Some(why) = &sc.disabled {
+        line["disabled"] = why.as_str().into();
+    }
     match looked {
         Ok((entry, state)) => {
             line["has_data"] = entry.is_some().into();
@@ -195,7 +198,10 @@ async fn prune(d: &Daemon, dry_run: bool) -> Result<Fields, WireError> {
         let msg = format!("refusing to prune while the config does not load: {why}");
         return Err(internal(msg));
     }
-    let active: BTreeSet<SourceId> = d.config().sources.iter().map(|s| s.id.clone()).collect();
+    let active = d
+        .config()
+        .prune_set()
+        .map_err(|e| internal(e.to_string()))?;
     let cache = d.cache.clone();
     let pruned = blocking(move || cache.prune(&active, dry_run))
         .await

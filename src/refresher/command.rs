@@ -38,7 +38,7 @@
 //! the end of the transcript stands in for the stderr tail.
 
 mod extract;
-mod group;
+pub mod group;
 mod output;
 mod pty;
 
@@ -177,19 +177,17 @@ impl Running {
     fn start(spec: &CommandSpec) -> io::Result<Self> {
         let mut cmd = Command::new(&spec.argv[0]);
         cmd.args(&spec.argv[1..]);
+        let hook = group::current_hook();
         if spec.pty {
             let pty = pty::open_pty()?;
             pty::attach(&mut cmd, &pty.slave)?;
-            let child = cmd.spawn()?;
+            let spawned = Group::spawn(cmd, hook)?;
             // Our copies of the slave must close, or the master never sees EOF.
-            drop(cmd);
             drop(pty.slave);
-            let (group, exit) = Group::watch(child)?;
-            let output = Reader::new(pty.master)?;
             return Ok(Self {
-                group,
-                exit,
-                output,
+                group: spawned.group,
+                exit: spawned.exit,
+                output: Reader::new(pty.master)?,
                 stderr: None,
             });
         }
@@ -197,18 +195,15 @@ impl Running {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child = cmd.spawn()?;
-        let stdout = child.stdout.take().map(Into::into);
-        let stderr = child.stderr.take().map(Into::into);
-        let (group, exit) = Group::watch(child)?;
-        let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
+        let spawned = Group::spawn(cmd, hook)?;
+        let (Some(stdout), Some(stderr)) = (spawned.stdout, spawned.stderr) else {
             return Err(io::Error::other("stdout or stderr pipe missing"));
         };
         Ok(Self {
-            group,
-            exit,
-            output: Reader::new(stdout)?,
-            stderr: Some(Reader::new(stderr)?),
+            group: spawned.group,
+            exit: spawned.exit,
+            output: Reader::new(stdout.into())?,
+            stderr: Some(Reader::new(stderr.into())?),
         })
     }
 }

@@ -25,7 +25,8 @@
 //! echo request headers in an error body).
 
 mod message;
-pub(crate) use message::hide_url_passwords;
+pub(crate) use message::shown;
+mod redact;
 mod redirect;
 mod retry_after;
 
@@ -88,6 +89,12 @@ pub struct HttpSpec {
     pub max_body: usize,
     /// Most redirects followed.
     pub max_redirects: u32,
+    /// Values of the `${VAR}`s expanded into the URL: redacted wherever the
+    /// URL or an error is shown.
+    pub url_secrets: Vec<Secret>,
+    /// Why the source is disabled (an unset `${VAR}`); a disabled spec is
+    /// never fetched.
+    pub disabled: Option<String>,
 }
 
 impl HttpSpec {
@@ -99,6 +106,8 @@ impl HttpSpec {
             headers: Vec::new(),
             max_body: super::DEFAULT_MAX_OUTPUT,
             max_redirects: DEFAULT_MAX_REDIRECTS,
+            url_secrets: Vec::new(),
+            disabled: None,
         }
     }
 
@@ -120,6 +129,9 @@ impl HttpSpec {
 /// [`HttpSpec::max_body`] or is not JSON. For `429` and `503` the error
 /// carries the origin's `Retry-After`. No message contains a header value.
 pub async fn fetch(spec: &HttpSpec, ctx: &FetchContext) -> Result<Fetched, FetchError> {
+    if let Some(why) = &spec.disabled {
+        return Err(FetchError::new(format!("source disabled: {why}")));
+    }
     let timeout = ctx.timeout.min(LONGEST_TIMEOUT);
     let (owned, validators) = (spec.clone(), ctx.validators.clone());
     let task = tokio::task::spawn_blocking(move || fetch_blocking(&owned, &validators, timeout));

@@ -156,7 +156,7 @@ impl Refresher {
                 let pty = if spec.pty { " (pty)" } else { "" };
                 format!("command {}{pty}", spec.argv.join(" "))
             }
-            Self::Http(spec) => format!("http {}", http::hide_url_passwords(&spec.url)),
+            Self::Http(spec) => format!("http {}", http::shown(&spec.url, spec)),
             Self::File(spec) => format!("file {}", spec.path.display()),
         }
     }

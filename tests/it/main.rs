@@ -3,19 +3,26 @@
 //! - `cache`: the library on its own.
 //! - `command_refresher`, `http_refresher`: the refreshers against real
 //!   processes and a real HTTP server on 127.0.0.1.
+//! - `config_safety`: prune needs a config file; an unset `${VAR}` disables
+//!   only its source.
 //! - `direct`: the CLI in direct mode with real processes.
 //! - `full_disk`: no space or no inodes on a small tmpfs (as root).
 //! - `sidecar`: damaged or missing sidecars, revisions, dates in the future.
 //! - `sources`: real-world sources end to end through the CLI.
 //! - `daemon`: the real binary serving a temp root on a temp socket.
+//! - `secrets`: no form of a secret in any output, log or file at trace.
+//! - `orphans`: a holder that dies leaves no refresher running.
 
 mod helpers;
 
 mod cache;
 mod command_refresher;
+mod config_safety;
 mod daemon;
 mod direct;
 mod full_disk;
 mod http_refresher;
+mod orphans;
+mod secrets;
 mod sidecar;
 mod sources;

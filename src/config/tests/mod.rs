@@ -405,3 +405,29 @@ fn load_resolves_relative_files_against_the_config_directory() {
             .starts_with(&format!("{}: cannot read", missing.display()))
     );
 }
+
+#[test]
+fn prune_runs_only_against_a_config_file_and_keeps_disabled_sources() {
+    let refused = Config::embedded().prune_set().unwrap_err();
+    assert_eq!(refused, PruneRefused::NoFile);
+    assert!(
+        refused.to_string().contains("embedded default"),
+        "{refused}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let text = "[[source]]\nid = \"a/b\"\ncommand = [\"true\"]\n[[source]]\nid = \"a/c\"\nhttp = { url = \"https://x/${DISCOCACHE_SURELY_UNSET_VAR}\" }\n";
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.file.as_deref(), Some(path.as_path()));
+    let active: Vec<String> = config
+        .prune_set()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(active, ["a/b", "a/c"]);
+    std::fs::write(&path, "").unwrap();
+    let empty = Config::load(&path).unwrap().prune_set().unwrap_err();
+    assert!(matches!(empty, PruneRefused::NoSources(_)), "{empty}");
+}

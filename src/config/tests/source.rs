@@ -1,6 +1,7 @@
 //! `[[source]]` tables: refresher choice, ids, http and secrets.
 
 use super::*;
+use crate::refresher::http::Secret;
 
 #[test]
 fn a_source_needs_exactly_one_refresher() {
@@ -88,13 +89,25 @@ fn http_url_and_redirects_are_checked() {
 }
 
 #[test]
-fn a_missing_variable_names_it_but_not_the_header_content() {
+fn a_missing_variable_disables_its_source_and_check_names_it_but_not_the_header_content() {
     let text = r#"
 [[source]]
 id = "discovery/x"
 http = { url = "https://x", headers = { Authorization = "Bearer sk-LITERAL ${NOT_SET}" } }
+
+[[source]]
+id = "discovery/y"
+command = ["true"]
 "#;
-    let err = parse(text).unwrap_err();
+    let config = parse(text).expect("an unset variable only disables its source");
+    let reason = "header Authorization: environment variable NOT_SET is not set";
+    assert_eq!(config.sources[0].disabled.as_deref(), Some(reason));
+    assert_eq!(config.sources[1].disabled, None);
+    let Refresher::Http(http) = &config.sources[0].refresher else {
+        panic!()
+    };
+    assert_eq!(http.disabled.as_deref(), Some(reason));
+    let err = config.strict().unwrap_err();
     assert_eq!(err.problems.len(), 1, "{err}");
     let (line, msg) = (err.problems[0].line, &err.problems[0].message);
     assert_eq!(line, Some(4));
@@ -133,7 +146,7 @@ fn secrets_never_reach_debug_or_errors() {
 id = "discovery/x"
 http = { url = "https://x", headers = { Authorization = "Bearer ${API_KEY}", X-Other = "${NOT_SET}" } }
 "#;
-    let err = parse(text).unwrap_err();
+    let err = parse(text).and_then(Config::strict).unwrap_err();
     for shown in [err.to_string(), err.render(), format!("{err:?}")] {
         assert!(!shown.contains("sk-SECRET"), "{shown}");
     }
@@ -148,4 +161,27 @@ http = { url = "https://x", headers = { Authorization = "Bearer ${API_KEY}", X-O
         config.sources[0].refresher.describe()
     );
     assert!(!shown.contains("sk-SECRET"), "{shown}");
+}
+
+#[test]
+fn variables_in_urls_are_expanded_and_their_values_kept() {
+    let text = "[[source]]\nid = \"a/b\"\nhttp = { url = \"https://x/v1?key=${API_KEY}\" }\n";
+    let config = parse(text).unwrap();
+    let Refresher::Http(http) = &config.sources[0].refresher else {
+        panic!()
+    };
+    assert_eq!(http.url, "https://x/v1?key=sk-SECRET");
+    assert_eq!(http.url_secrets, vec![Secret::new("sk-SECRET")]);
+    let shown = config.sources[0].refresher.describe();
+    assert!(!shown.contains("sk-SECRET"), "{shown}");
+    let unset = text.replace("API_KEY", "NOT_SET");
+    let config = parse(&unset).unwrap();
+    let why = config.sources[0].disabled.as_deref().unwrap();
+    assert_eq!(why, "http.url: environment variable NOT_SET is not set");
+    let bad = text.replace("https://x/v1", "${API_KEY}");
+    let msg = parse(&bad).unwrap_err().to_string();
+    assert!(
+        !msg.contains("sk-SECRET") && msg.contains("expected an http"),
+        "{msg}"
+    );
 }

@@ -1,25 +1,61 @@
 //! A spawned command's process group: a reaper thread and a kill guard.
 //!
-//! The child is the leader of its own process group (pgid = its pid). A
-//! dedicated thread waits for it to exit *without reaping it* (`waitid` with
-//! `WNOWAIT`), kills the whole group, then reaps it. While the leader is
-//! unreaped its pid cannot be reused, so a `killpg` on it can only ever hit
-//! our group; the [`Group`] guard shares a flag with the thread under a mutex
-//! so it never signals a pid that has already been reaped.
+//! The child is the leader of its own process group (pgid = its pid). It is
+//! spawned *by* a dedicated reaper thread, with `PR_SET_PDEATHSIG(SIGKILL)`:
+//! the kernel sends that signal when the thread that forked the child exits,
+//! and the reaper thread lives exactly as long as the child, so the leader
+//! dies with its holder process (SIGKILL, Ctrl-C, panic) and never sooner.
+//! Grandchildren do not inherit the death signal; they are killed by the
+//! next claimant of the source, which finds the group in the holder's
+//! marker (see [`GroupHook`] and [`crate::meta::Marker::kill_group`]).
+//!
+//! The reaper thread waits for the leader to exit *without reaping it*
+//! (`waitid` with `WNOWAIT`), kills the whole group, then reaps it. While the
+//! leader is unreaped its pid cannot be reused, so a `killpg` on it can only
+//! ever hit our group; the [`Group`] guard shares a flag with the thread under
+//! a mutex so it never signals a pid that has already been reaped.
 
 use std::io;
-use std::process::{Child, ExitStatus};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{Id, WaitPidFlag, waitid, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
 /// The exit status of the group leader, sent by the reaper thread.
 pub(crate) type ExitReceiver = oneshot::Receiver<io::Result<ExitStatus>>;
+
+/// Told the process group id of every command started while it is in scope
+/// (see [`with_hook`]); the cache uses it to record the group in the
+/// source's marker. Called on the reaper thread right after the spawn.
+pub type GroupHook = Arc<dyn Fn(i32) + Send + Sync>;
+
+tokio::task_local! {
+    static HOOK: GroupHook;
+}
+
+/// Runs `fut` with `hook` told the process group of each command it starts.
+pub async fn with_hook<F: Future>(hook: GroupHook, fut: F) -> F::Output {
+    HOOK.scope(hook, fut).await
+}
+
+/// The hook of the current task, if any.
+pub(crate) fn current_hook() -> Option<GroupHook> {
+    HOOK.try_with(Arc::clone).ok()
+}
+
+/// What the reaper thread hands back once the child runs.
+pub(crate) struct Spawned {
+    pub(crate) group: Group,
+    pub(crate) exit: ExitReceiver,
+    pub(crate) stdout: Option<ChildStdout>,
+    pub(crate) stderr: Option<ChildStderr>,
+}
 
 /// Owns a running command's process group: dropping it SIGKILLs the group.
 #[derive(Debug)]
@@ -30,29 +66,45 @@ pub(crate) struct Group {
 }
 
 impl Group {
-    /// Takes charge of `child`, which must lead its own process group, and
-    /// returns the guard and the receiver of its exit status.
+    /// Spawns `cmd` (which must make the child lead its own process group)
+    /// from a new reaper thread, with a death signal tied to that thread;
+    /// `hook` is told the group id before the thread starts waiting.
     ///
     /// # Errors
     ///
-    /// The error of spawning the reaper thread; the group is then killed
-    /// and the child reaped before returning.
-    pub(crate) fn watch(child: Child) -> io::Result<(Self, ExitReceiver)> {
-        let pgid = child_pid(&child);
+    /// The error of spawning the thread or the command.
+    pub(crate) fn spawn(mut cmd: Command, hook: Option<GroupHook>) -> io::Result<Spawned> {
+        die_with_parent(&mut cmd);
         let reaped = Arc::new(Mutex::new(false));
-        let (tx, rx) = oneshot::channel();
+        let (exit_tx, exit) = oneshot::channel();
+        let (start_tx, start_rx) = mpsc::channel();
         let flag = Arc::clone(&reaped);
-        let spawned = thread::Builder::new()
+        thread::Builder::new()
             .name("discocache-reap".to_owned())
             .spawn(move || {
-                let _ = tx.send(reap(child, &flag));
-            });
-        if let Err(e) = spawned {
-            let _ = killpg(pgid, Signal::SIGKILL);
-            let _ = waitpid(pgid, None);
-            return Err(e);
-        }
-        Ok((Self { pgid, reaped }, rx))
+                let mut child = match cmd.spawn() {
+                    Ok(child) => child,
+                    Err(e) => return drop(start_tx.send(Err(e))),
+                };
+                // Our copies of the child's descriptors (a pty slave) close now.
+                drop(cmd);
+                let pgid = child_pid(&child);
+                if let Some(hook) = hook {
+                    hook(pgid.as_raw());
+                }
+                let pipes = (child.stdout.take(), child.stderr.take());
+                let _ = start_tx.send(Ok((pgid, pipes)));
+                let _ = exit_tx.send(reap(child, &flag));
+            })?;
+        let (pgid, (stdout, stderr)) = start_rx.recv().map_err(|_| {
+            io::Error::other("the reaper thread ended before the command started")
+        })??;
+        Ok(Spawned {
+            group: Self { pgid, reaped },
+            exit,
+            stdout,
+            stderr,
+        })
     }
 
     /// SIGKILLs every process of the group, unless its leader has already
@@ -69,6 +121,25 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Makes the child get SIGKILL when the thread that forks it ends, and
+/// exit at once if its parent is already gone by the time that is set.
+fn die_with_parent(cmd: &mut Command) {
+    let parent = nix::unistd::getpid().as_raw();
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (prctl, getppid); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(io::Error::other("parent exited before exec"));
+            }
+            Ok(())
+        });
     }
 }
 

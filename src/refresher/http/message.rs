@@ -6,17 +6,11 @@ use std::time::Duration;
 use ureq::http::StatusCode;
 
 use super::HttpSpec;
+use super::redact::{REDACTED, Secrets};
 use crate::refresher::FetchError;
 
 /// Most characters of an error body quoted in a message.
 const EXCERPT_CHARS: usize = 200;
-
-/// Header values (or words of them) shorter than this are not redacted: they
-/// cannot be credentials, and replacing "1" everywhere would garble messages.
-const MIN_SECRET_LEN: usize = 6;
-
-/// What replaces a header value in a message.
-const REDACTED: &str = "<redacted>";
 
 /// "GET <url>: timed out after 2s".
 pub(super) fn timed_out(url: &str, timeout: Duration) -> FetchError {
@@ -68,9 +62,9 @@ pub(super) fn status(status: StatusCode, url: &str, body: &[u8], spec: &HttpSpec
 }
 
 /// The first [`EXCERPT_CHARS`] characters of a body, as one clean line with
-/// header values redacted (before cutting, so no prefix of one survives).
+/// secrets redacted (before cutting, so no prefix of one survives).
 fn excerpt(body: &[u8], spec: &HttpSpec) -> String {
-    let text = one_line(&redact(&String::from_utf8_lossy(body), spec));
+    let text = one_line(&shown(&String::from_utf8_lossy(body), spec));
     if text.chars().count() <= EXCERPT_CHARS {
         return text;
     }
@@ -79,34 +73,20 @@ fn excerpt(body: &[u8], spec: &HttpSpec) -> String {
     cut
 }
 
-/// The error with header values redacted and made one line; the
-/// `Retry-After` is kept.
+/// The error with secrets redacted and made one line; the `Retry-After` is
+/// kept.
 pub(super) fn scrub(error: FetchError, spec: &HttpSpec) -> FetchError {
-    let redacted = hide_url_passwords(&redact(error.message(), spec));
-    let scrubbed = FetchError::new(one_line(&redacted));
+    let scrubbed = FetchError::new(one_line(&shown(error.message(), spec)));
     match error.retry_after() {
         Some(wait) => scrubbed.with_retry_after(wait),
         None => scrubbed,
     }
 }
 
-/// Replaces each header value, and each long word of one (the token of
-/// `Bearer <token>` may be echoed alone), with `<redacted>`.
-fn redact(text: &str, spec: &HttpSpec) -> String {
-    let mut fragments: Vec<&str> = spec
-        .headers
-        .iter()
-        .flat_map(|(_, value)| {
-            let value = value.expose().trim();
-            std::iter::once(value).chain(value.split_whitespace())
-        })
-        .filter(|fragment| fragment.len() >= MIN_SECRET_LEN)
-        .collect();
-    // Longest first, so a whole value goes before its words.
-    fragments.sort_by_key(|fragment| std::cmp::Reverse(fragment.len()));
-    fragments.into_iter().fold(text.to_owned(), |text, secret| {
-        text.replace(secret, REDACTED)
-    })
+/// `text` fit to show: URL passwords hidden, every form of every secret of
+/// `spec` redacted.
+pub(crate) fn shown(text: &str, spec: &HttpSpec) -> String {
+    Secrets::of(spec).redact(&hide_url_passwords(text))
 }
 
 /// Replaces the password of every URL's `user:password@` in `text` with
