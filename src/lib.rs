@@ -38,6 +38,7 @@ pub mod error;
 pub mod layout;
 pub mod lock;
 pub mod meta;
+pub mod plan;
 pub mod protocol;
 pub mod prune;
 pub mod refresh;

@@ -80,24 +80,34 @@
 //! < {"ok":false,"error":{"code":"invalid_source","message":"invalid source \"Discovery/x\": tier \"Discovery\" may contain only a-z, 0-9 and '-'"}}
 //! ```
 
+mod body;
 mod error;
 mod frame;
+mod parse;
 mod request;
 mod response;
 
+pub use body::{
+    DaemonStatus, InvalidateBody, MetricsBody, Outcome, PruneBody, RefreshBody, RefreshResult,
+    ReloadBody, Skipped, SourceStatus, StateBody, StatusBody, WatchBody,
+};
 pub use error::{ErrorCode, WireError};
 pub use frame::{
     Line, read_line, read_line_blocking, read_line_max, to_line, write_json_line, write_response,
 };
+pub use parse::ops;
 pub use request::{
     Envelope, GetRequest, RefreshMode, RefreshTarget, Rejected, Request, parse_request,
 };
 pub use response::{
-    Event, EventKind, Fields, GetBody, HelloBody, Reply, Response, embed_payload, timestamp,
+    Event, EventKind, Fields, GetBody, HelloBody, Response, embed_payload, timestamp,
 };
 
 /// The protocol version `hello` reports.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The on-disk format version `hello` reports (see docs/FORMAT.md).
+pub const FORMAT: u32 = 1;
 
 /// The longest request line accepted, in bytes, without its line ending.
 pub const MAX_LINE: usize = 64 * 1024;
