@@ -41,7 +41,7 @@ impl StateBody {
 /// What a successful refresh did, on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum RefreshOutcome {
     /// A new payload was committed.
     Committed,
     /// The origin said "not modified"; freshness renewed.
@@ -59,7 +59,7 @@ pub struct RefreshResult {
     pub ok: bool,
     /// What the refresh did (on success).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<RefreshOutcome>,
     /// The revision now committed (on success).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<u64>,
@@ -74,9 +74,9 @@ impl RefreshResult {
         let (outcome, revision, error) = match result {
             Ok(done) => {
                 let outcome = match done {
-                    Refreshed::Committed { .. } => Outcome::Committed,
-                    Refreshed::NotModified { .. } => Outcome::NotModified,
-                    Refreshed::Joined { .. } => Outcome::Joined,
+                    Refreshed::Committed { .. } => RefreshOutcome::Committed,
+                    Refreshed::NotModified { .. } => RefreshOutcome::NotModified,
+                    Refreshed::Joined { .. } => RefreshOutcome::Joined,
                 };
                 (Some(outcome), Some(done.revision()), None)
             }
@@ -99,9 +99,9 @@ impl RefreshResult {
     pub fn refreshed(&self) -> Result<Refreshed, WireError> {
         let revision = self.revision.unwrap_or(0);
         match (self.ok, self.outcome, &self.error) {
-            (true, Some(Outcome::Committed), _) => Ok(Refreshed::Committed { revision }),
-            (true, Some(Outcome::NotModified), _) => Ok(Refreshed::NotModified { revision }),
-            (true, Some(Outcome::Joined), _) => Ok(Refreshed::Joined { revision }),
+            (true, Some(RefreshOutcome::Committed), _) => Ok(Refreshed::Committed { revision }),
+            (true, Some(RefreshOutcome::NotModified), _) => Ok(Refreshed::NotModified { revision }),
+            (true, Some(RefreshOutcome::Joined), _) => Ok(Refreshed::Joined { revision }),
             (_, _, Some(error)) => Err(error.clone()),
             _ => Err(WireError::new(
                 super::ErrorCode::Internal,
