@@ -1,6 +1,6 @@
 //! The integration tests: one binary, one helper module.
 //!
-//! - `cache`: the library on its own.
+//! - `cache`, `invalidate`: the library on its own.
 //! - `command_refresher`, `http_refresher`: the refreshers against real
 //!   processes and a real HTTP server on 127.0.0.1.
 //! - `direct`: the CLI in direct mode with real processes.
@@ -14,4 +14,5 @@ mod command_refresher;
 mod daemon;
 mod direct;
 mod http_refresher;
+mod invalidate;
 mod sources;
