@@ -3,16 +3,21 @@
 //! either way, and prints it.
 
 use std::io::Write;
+use std::time::Duration;
 
 use super::args::{Command, GetOpts};
 use super::direct::Direct;
 use super::{Ctx, Exit, Fail, output, parse_source, remote};
-use crate::client::Client;
+use crate::client::{Client, DEFAULT_TIMEOUT};
 use crate::protocol::{
     ErrorCode, GetBody, GetRequest, InvalidateBody, PruneBody, RefreshBody, RefreshMode,
     RefreshTarget, StateBody, StatusBody, WireError,
 };
 use crate::source::SourceId;
+
+/// How long an answer that runs no refresh may take before the daemon
+/// counts as stalled and the command goes direct.
+const QUICK: Duration = Duration::from_secs(30);
 
 /// Where a command's answers come from: the daemon while it serves, then
 /// the library on the root.
@@ -31,17 +36,20 @@ impl<'a> Backend<'a> {
         Ok(self.direct.as_ref().expect("just opened"))
     }
 
-    /// Asks the daemon, if there is one. `Ok(None)`: there is none, or it
-    /// could not serve this (gone, reset, timed out, busy); that is noted
-    /// once and the command goes direct.
+    /// Asks the daemon, if there is one, waiting up to `patience` for the
+    /// answer. `Ok(None)`: there is none, or it could not serve this (gone,
+    /// reset, timed out, busy); that is noted once and the command goes
+    /// direct.
     fn daemon<T>(
         &mut self,
+        patience: Duration,
         ask: impl FnOnce(&mut Client) -> Result<T, crate::client::CallError>,
     ) -> Result<Option<T>, WireError> {
         let Some(client) = self.client.as_mut() else {
             return Ok(None);
         };
-        match ask(client) {
+        let asked = client.set_timeout(Some(patience)).map_err(Into::into);
+        match asked.and_then(|()| ask(client)) {
             Ok(answer) => Ok(Some(answer)),
             Err(e) => match remote::unreachable(self.ctx, &e) {
                 Some(why) => {
@@ -67,7 +75,11 @@ impl<'a> Backend<'a> {
             max_age_ms: None,
             meta: opts.meta,
         };
-        let asked = self.daemon(|c| match c.get(request(mode)) {
+        let patience = match mode {
+            RefreshMode::Never => QUICK,
+            _ => DEFAULT_TIMEOUT,
+        };
+        let asked = self.daemon(patience, |c| match c.get(request(mode)) {
             // As in direct mode: with nothing to serve, wait for a refresh
             // rather than fail (the daemon answers `if_stale` at once).
             Err(e) if mode == RefreshMode::IfStale && e.code() == Some(ErrorCode::NoData) => {
@@ -87,7 +99,10 @@ impl<'a> Backend<'a> {
 
     fn refresh(&mut self, target: RefreshTarget) -> anyhow::Result<RefreshBody> {
         let sent = target.clone();
-        if let Some(body) = self.daemon(|c| c.refresh(sent)).map_err(fail)? {
+        if let Some(body) = self
+            .daemon(DEFAULT_TIMEOUT, |c| c.refresh(sent))
+            .map_err(fail)?
+        {
             return Ok(body);
         }
         match target {
@@ -97,28 +112,34 @@ impl<'a> Backend<'a> {
     }
 
     fn status(&mut self) -> anyhow::Result<StatusBody> {
-        match self.daemon(Client::status).map_err(fail)? {
+        match self.daemon(QUICK, Client::status).map_err(fail)? {
             Some(body) => Ok(body),
             None => self.direct()?.status(),
         }
     }
 
     fn state(&mut self, id: &SourceId) -> anyhow::Result<StateBody> {
-        match self.daemon(|c| c.state(id.clone())).map_err(fail)? {
+        match self.daemon(QUICK, |c| c.state(id.clone())).map_err(fail)? {
             Some(body) => Ok(body),
             None => self.direct()?.state(id),
         }
     }
 
     fn invalidate(&mut self, id: &SourceId) -> anyhow::Result<InvalidateBody> {
-        match self.daemon(|c| c.invalidate(id.clone())).map_err(fail)? {
+        match self
+            .daemon(QUICK, |c| c.invalidate(id.clone()))
+            .map_err(fail)?
+        {
             Some(body) => Ok(body),
             None => self.direct()?.invalidate(id),
         }
     }
 
     fn prune(&mut self, dry_run: bool) -> anyhow::Result<PruneBody> {
-        match self.daemon(|c| c.prune(dry_run)).map_err(fail)? {
+        match self
+            .daemon(DEFAULT_TIMEOUT, |c| c.prune(dry_run))
+            .map_err(fail)?
+        {
             Some(body) => Ok(body),
             None => self.direct()?.prune(dry_run),
         }

@@ -10,7 +10,7 @@ use crate::client::{CallError, Client, DEFAULT_TIMEOUT};
 use crate::protocol::{ErrorCode, FORMAT, PROTOCOL_VERSION};
 
 /// How long `hello` may take before the daemon counts as unreachable.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connects to the daemon unless told not to; when it should not be used,
 /// says why once on stderr and returns `None` (the caller goes direct).

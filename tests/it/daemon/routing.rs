@@ -163,3 +163,22 @@ fn busy_daemon_falls_back_to_direct() {
     assert_eq!(err.lines().count(), 1, "one note: {err}");
     assert!(err.contains("busy"), "{err}");
 }
+
+#[test]
+fn stalled_daemon_falls_back_to_direct() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (root, socket) = (dir.path().join("root"), dir.path().join("d.sock"));
+    let conf = dir.path().join("config.toml");
+    std::fs::write(&conf, config(&sh_source("t/x", "1h", "10s", "echo '[1]'"))).expect("config");
+    commit(&root, "t/x", b"[7]");
+    // A daemon that accepts (the kernel does it for a stopped one too) and
+    // never answers.
+    let listener = UnixListener::bind(&socket).expect("bind");
+    let out = cli(&root, &socket, &conf, &["get", "t/x"]);
+    drop(listener);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "[7]\n");
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one note: {err}");
+    assert!(err.contains("did not answer"), "{err}");
+}
