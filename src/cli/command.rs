@@ -93,6 +93,11 @@ impl<'a> Backend<'a> {
             // Nothing the daemon serves: what is on disk says why (never
             // refreshed, last error, expired), as in direct mode.
             Err(e) if e.code == ErrorCode::NoData => self.direct()?.read_only(id, opts),
+            // Not in the daemon's config, but perhaps on disk: read it as
+            // direct mode would (nothing could refresh it either way).
+            Err(e) if e.code == ErrorCode::UnknownSource && mode != RefreshMode::Force => {
+                self.direct()?.read_only(id, opts)
+            }
             Err(e) => Err(fail(e)),
         }
     }

@@ -161,6 +161,11 @@ impl Direct {
     fn read_body(&self, source: &Source, opts: &GetOpts) -> anyhow::Result<GetBody> {
         let id = &source.id;
         let Some(entry) = self.cache.read_with_meta(source)? else {
+            if self.configured(id).is_none() {
+                let origin = self.config().map_or("", |c| c.origin.as_str());
+                let msg = format!("unknown source {id}: not in config {origin}, nothing on disk");
+                return Err(Fail::exit(Exit::Error, msg));
+            }
             let why = self.cache.meta(id)?.and_then(|m| m.last_error).map_or_else(
                 || "never refreshed".to_owned(),
                 |e| format!("last error: {e}"),

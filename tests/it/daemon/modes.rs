@@ -77,6 +77,11 @@ fn outputs_match_in_both_modes() {
     assert_eq!(text(&daemon.stdout), "{   \"models\": [     \"a\"   ] }\n");
     assert_eq!(text(&daemon.stdout), text(&direct.stdout));
 
+    // On disk but not in the config: read from disk either way.
+    let (daemon, direct) = both(&d, &["get", "t/stray"]);
+    assert_eq!(text(&daemon.stdout), "[0]\n", "{}", text(&daemon.stderr));
+    assert_eq!(text(&daemon.stdout), text(&direct.stdout));
+
     let (daemon, direct) = both(&d, &["get", "t/pretty", "--meta"]);
     let (daemon, direct) = (json(&daemon), json(&direct));
     assert_eq!(shape(&daemon), shape(&direct));
