@@ -124,9 +124,12 @@ impl<'a> Backend<'a> {
     }
 
     fn state(&mut self, id: &SourceId) -> anyhow::Result<StateBody> {
-        match self.daemon(QUICK, |c| c.state(id.clone())).map_err(fail)? {
-            Some(body) => Ok(body),
-            None => self.direct()?.state(id),
+        match self.daemon(QUICK, |c| c.state(id.clone())) {
+            Ok(Some(body)) => Ok(body),
+            // A source only on disk has a state too, as in direct mode.
+            Ok(None) => self.direct()?.state(id),
+            Err(e) if e.code == ErrorCode::UnknownSource => self.direct()?.state(id),
+            Err(e) => Err(fail(e)),
         }
     }
 

@@ -99,6 +99,8 @@ fn outputs_match_in_both_modes() {
 
     let (daemon, direct) = both(&d, &["state", "t/pretty", "--json"]);
     assert_eq!(json(&daemon), json(&direct));
+    let (daemon, direct) = both(&d, &["state", "t/stray", "--json"]);
+    assert_eq!(json(&daemon), json(&direct));
 
     let (daemon, direct) = both(&d, &["prune", "--dry-run"]);
     assert!(text(&daemon.stdout).contains("would remove t/stray"));
