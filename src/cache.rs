@@ -527,6 +527,51 @@ impl Cache {
     pub fn sources_on_disk(&self) -> Result<Vec<SourceId>> {
         Ok(prune::scan(self.layout())?.into_keys().collect())
     }
+
+    /// Soft purge: sets the payload's mtime back so that its age is exactly
+    /// its ttl. Every reader (a daemon, the library, a reader of mtimes)
+    /// then sees it stale, it is still served, and the next read that may
+    /// refresh does. The sidecar is left as it is. Nothing is done when
+    /// there is no payload (or something other than a regular file stands
+    /// there), when it is stale already, or while a refresh holds the
+    /// source (it is about to be replaced anyway).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the payload cannot be examined or timestamped,
+    /// or the lock cannot be tried.
+    pub fn invalidate(&self, source: &Source) -> Result<Invalidated> {
+        let path = self.layout().payload(&source.id);
+        let modified = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => m.modified(),
+            Ok(_) => return Ok(Invalidated::NoData),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Invalidated::NoData),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| Error::io("stat payload", &path, e))?;
+        let stale_at = SystemTime::now().checked_sub(source.policy.ttl);
+        let Some(stale_at) = stale_at.filter(|t| modified > *t) else {
+            return Ok(Invalidated::AlreadyStale);
+        };
+        let Some(_lock) = SourceLock::try_acquire(&self.layout().lock(&source.id))? else {
+            return Ok(Invalidated::Refreshing);
+        };
+        store::touch(&path, stale_at)?;
+        Ok(Invalidated::Marked)
+    }
+}
+
+/// What [`Cache::invalidate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalidated {
+    /// The payload is stale now.
+    Marked,
+    /// There is no payload to mark.
+    NoData,
+    /// The payload was stale already.
+    AlreadyStale,
+    /// A refresh holds the source; nothing was changed.
+    Refreshing,
 }
 
 /// Runs blocking file work on tokio's blocking pool.

@@ -46,12 +46,6 @@ impl Judgement {
     pub fn expired(&self) -> bool {
         self.freshness == Freshness::Expired
     }
-
-    /// Older than `max` (a caller's `--max-age`). A payload dated in the
-    /// future is older than any limit: its age cannot be vouched for.
-    pub fn older_than(&self, max: Duration) -> bool {
-        self.future || self.age > max
-    }
 }
 
 /// Judges a payload whose mtime is `modified` (and whose sidecar, when read,
@@ -135,18 +129,16 @@ mod tests {
         assert_eq!(at(10).age, 10 * S);
         assert_eq!(at(60).freshness, Freshness::Stale);
         assert_eq!(at(601).freshness, Freshness::Expired);
-        assert!(at(10).older_than(5 * S) && !at(10).older_than(10 * S));
     }
 
     #[test]
-    fn a_date_past_the_skew_is_stale_and_older_than_any_limit() {
+    fn a_date_past_the_skew_is_stale_with_its_age_unknown() {
         let now = SystemTime::now();
         let within = judge(now + FUTURE_SKEW, None, now, &policy());
         assert!(within.fresh() && !within.future);
         let year_2100 = SystemTime::UNIX_EPOCH + Duration::from_secs(4_102_444_800);
         let j = judge(year_2100, None, now, &policy());
         assert!(j.future && !j.fresh() && !j.expired(), "{j:?}");
-        assert!(j.older_than(Duration::MAX));
         let recorded = judge(now, Some(now + FUTURE_SKEW + S), now, &policy());
         assert!(recorded.future && !recorded.fresh());
     }

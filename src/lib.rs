@@ -6,54 +6,62 @@
 //! host-wide; a crash at any instant loses nothing and blocks nothing; failing
 //! sources keep serving their last good data and back off.
 //!
+//! The public API: [`Cache`] (with [`Source`], [`SourceId`], [`Policy`],
+//! [`Entry`], [`Refreshed`] and the other outcomes), the [`refresher`]
+//! types, [`Error`], [`config`] loading, and the daemon's [`client`] and
+//! [`protocol`] types. Everything else is internal.
+//!
 //! # Layout
 //!
-//! - [`source`]: `tier/name` validation and the per-source [`Policy`].
-//! - [`layout`]: where every file of a source lives (pure, no IO).
-//! - [`meta`]: the `.meta.json` sidecar and the `.refreshing` marker.
-//! - [`store`]: atomic durable writes and lock-free reads.
+//! - `source`: `tier/name` validation and the per-source [`Policy`].
+//! - `layout`: where every file of a source lives (pure, no IO).
+//! - `meta`: the `.meta.json` sidecar and the `.refreshing` marker.
+//! - `store`: atomic durable writes and lock-free reads.
 //! - [`lock`]: the per-source `flock` that owns a refresh.
-//! - [`backoff`]: jittered exponential retry delays.
-//! - [`freshness`]: the one judge of fresh / stale / expired and of retry times.
-//! - [`singleflight`]: one refresh per source per process, shared by callers.
+//! - `backoff`: jittered exponential retry delays.
+//! - `freshness`: the one judge of fresh / stale / expired and of retry times.
+//! - `singleflight`: one refresh per source per process, shared by callers.
 //! - [`refresh`]: the refresh state machine (claim, run, commit, wait).
 //! - [`cache`]: the public [`Cache`] handle tying the above together.
-//! - [`prune`]: recovery of crash leftovers and removal of unknown sources.
+//! - `prune`: recovery of crash leftovers and removal of unknown sources.
+//! - `plan`: what a `get` does about refreshing (daemon and CLI alike).
 //! - [`refresher`]: command, HTTP and file refreshers.
 //! - [`config`]: the TOML config.
+//! - [`protocol`]: socket protocol v1: typed requests, answers, framing.
+//! - [`client`]: a blocking, typed client for the socket.
 //! - [`cli`]: the `discocache` command line.
-//! - [`protocol`]: socket protocol v1 types and framing.
-//! - [`daemon`]: `discocache serve`: warm keeping, watchers, signals, systemd.
-//! - [`server`]: the Unix socket server (connection cap, idle timeout, peer check).
-//! - [`client`]: a blocking client for the socket.
+//! - `daemon`: `discocache serve`: warm keeping, watchers, signals, systemd.
+//! - `server`: the Unix socket server (connection cap, idle timeout, peer check).
 //! - [`stats`]: counters, persistence and Prometheus metrics.
-//! - [`logging`]: the one stderr log set-up, with the HTTP client's own logs muted.
+//! - `logging`: the one stderr log set-up, with the HTTP client's own logs muted.
 //! - [`error`]: the library's [`Error`].
 
-pub mod backoff;
+mod backoff;
 pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod daemon;
+mod daemon;
 pub mod error;
-pub mod freshness;
-pub mod layout;
+mod freshness;
+mod layout;
 pub mod lock;
-pub mod logging;
-pub mod meta;
+mod logging;
+mod meta;
+mod plan;
 pub mod protocol;
-pub mod prune;
+mod prune;
 pub mod refresh;
 pub mod refresher;
-pub mod server;
-pub mod singleflight;
+mod server;
+mod singleflight;
 pub mod source;
 pub mod stats;
-pub mod store;
+mod store;
 
-pub use cache::{Background, Cache, Ensured, Entry, RefreshState, Source};
+pub use cache::{Background, Cache, Ensured, Entry, Invalidated, RefreshState, Source};
 pub use meta::{Meta, Timestamp};
+pub use prune::{Pruned, Recovered};
 pub use refresh::Refreshed;
 
 pub use error::{Error, Result};

@@ -90,7 +90,7 @@ impl<'de> Deserialize<'de> for Timestamp {
 /// The sidecar: freshness, integrity and the failure record of a source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
-    /// Always [`FORMAT`].
+    /// Always `FORMAT`.
     pub format: u32,
     /// The source's tier.
     pub tier: String,

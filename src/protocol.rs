@@ -14,13 +14,14 @@
 //! # Requests
 //!
 //! `{"op": "<op>", "id": <any JSON>, ...fields}`. `id` is optional and echoed
-//! as is in the response. Unknown fields are errors. Sources are
+//! as is in the response. Unknown fields are errors, and so is a key given
+//! twice (`{"op":"hello","op":"prune"}` is `bad_request`). Sources are
 //! `"tier/name"` strings, both parts matching `[a-z0-9][a-z0-9-]{0,62}`.
 //! Optional fields may also be `null`.
 //!
 //! | op | fields | answer fields |
 //! | --- | --- | --- |
-//! | `hello` | | `protocol` (1), `version` (daemon version) |
+//! | `hello` | | `protocol` (1), `version`, `root`, `config` (path or null), `format` (1) |
 //! | `get` | `source`; `refresh`?; `max_age_ms`?; `meta`? | see below |
 //! | `refresh` | `sources` (non-empty list) or `all: true` | per-source outcome |
 //! | `state` | `source` | the refresh state of the source |
@@ -39,6 +40,9 @@
 //! older than this counts as stale even within its ttl; `meta: true` adds the
 //! sidecar record under `meta`.
 //!
+//! Each op is one variant of [`Request`]; [`parse_request`] reads a line
+//! into it with serde.
+//!
 //! # Responses
 //!
 //! Every response has `ok`. A failure is
@@ -47,6 +51,10 @@
 //! ([`GetBody`]): `data` (the payload's JSON embedded verbatim, line breaks
 //! sent as spaces; absent when not served), `age_ms`, `fresh`, `stale`, `expired`, `revision`,
 //! `fetched_at` (RFC 3339), `refresh` (refresh state), `meta` (if asked).
+//! Every other op's body is a type too ([`StateBody`], [`RefreshBody`],
+//! [`StatusBody`], [`InvalidateBody`], [`PruneBody`], [`WatchBody`],
+//! [`MetricsBody`], [`ReloadBody`]); the [`Client`](crate::client::Client)
+//! decodes them, and the CLI builds the same ones in direct mode.
 //!
 //! # Watch events
 //!
@@ -60,8 +68,8 @@
 //!
 //! | code | meaning |
 //! | --- | --- |
-//! | `bad_request` | not UTF-8 or JSON, not an object, a field missing, unknown or mistyped |
-//! | `unknown_op` | `op` missing or not an op of this protocol |
+//! | `bad_request` | not UTF-8 or JSON, not an object, a key given twice, `op` or another field missing, a field unknown or mistyped |
+//! | `unknown_op` | `op` is not an op of this protocol |
 //! | `invalid_source` | a source name breaks the `tier/name` rule |
 //! | `unknown_source` | a valid name that is not in the daemon's config |
 //! | `no_data` | the source has no payload to serve |
@@ -80,24 +88,34 @@
 //! < {"ok":false,"error":{"code":"invalid_source","message":"invalid source \"Discovery/x\": tier \"Discovery\" may contain only a-z, 0-9 and '-'"}}
 //! ```
 
+mod body;
 mod error;
 mod frame;
+mod parse;
 mod request;
 mod response;
 
+pub use body::{
+    DaemonStatus, InvalidateBody, MetricsBody, PruneBody, RefreshBody, RefreshOutcome,
+    RefreshResult, ReloadBody, Skipped, SourceStatus, StateBody, StatusBody, WatchBody,
+};
 pub use error::{ErrorCode, WireError};
 pub use frame::{
     Line, read_line, read_line_blocking, read_line_max, to_line, write_json_line, write_response,
 };
+pub use parse::ops;
 pub use request::{
     Envelope, GetRequest, RefreshMode, RefreshTarget, Rejected, Request, parse_request,
 };
 pub use response::{
-    Event, EventKind, Fields, GetBody, HelloBody, Reply, Response, embed_payload, timestamp,
+    Event, EventKind, Fields, GetBody, HelloBody, Response, embed_payload, timestamp,
 };
 
 /// The protocol version `hello` reports.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The on-disk format version `hello` reports (see docs/FORMAT.md).
+pub const FORMAT: u32 = 1;
 
 /// The longest request line accepted, in bytes, without its line ending.
 pub const MAX_LINE: usize = 64 * 1024;

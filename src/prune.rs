@@ -86,7 +86,7 @@ pub fn clear_leftovers(layout: &Layout, id: &SourceId) -> Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
-/// What [`recover`] did.
+/// What [`Cache::recover`](crate::Cache::recover) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovered {
     /// Temp files and abandoned markers removed.
@@ -119,7 +119,7 @@ pub fn recover(layout: &Layout) -> Result<Recovered> {
     Ok(report)
 }
 
-/// What [`prune`] did, or would do with `dry_run`.
+/// What [`Cache::prune`](crate::Cache::prune) did, or would do with `dry_run`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pruned {
     /// Sources removed (or that would be).

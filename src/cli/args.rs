@@ -129,3 +129,14 @@ pub enum RefreshArg {
     /// Refresh, wait, then read.
     Force,
 }
+
+impl From<RefreshArg> for crate::protocol::RefreshMode {
+    fn from(arg: RefreshArg) -> Self {
+        match arg {
+            RefreshArg::Never => Self::Never,
+            RefreshArg::IfStale => Self::IfStale,
+            RefreshArg::WaitIfStale => Self::WaitIfStale,
+            RefreshArg::Force => Self::Force,
+        }
+    }
+}

@@ -1,36 +1,53 @@
-//! Client commands run on the library directly (`--no-daemon`, or when no
-//! daemon answers). Refreshes run in this process and are still single
-//! flight host-wide.
+//! Client commands on the library directly (`--no-daemon`, or when the
+//! daemon should not or cannot serve them): each builds the same answer
+//! body the daemon would send. Refreshes run in this process and are still
+//! single flight host-wide.
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use super::args::{Command, GetOpts, RefreshArg};
-use super::output::{self, Row};
-use super::{Ctx, Exit, Fail, parse_source};
-use crate::cache::{Cache, Ensured, Entry, Source};
+use super::args::GetOpts;
+use super::{Ctx, Exit, Fail, output};
+use crate::cache::{Cache, Entry, Source};
 use crate::config::{Config, ConfigError, SourceConfig};
+use crate::meta::Timestamp;
+use crate::plan::{Found, Plan, Situation, plan};
+use crate::protocol::{
+    GetBody, InvalidateBody, PruneBody, RefreshBody, RefreshMode, RefreshResult, SourceStatus,
+    StateBody, StatusBody,
+};
 use crate::refresher::Refresher;
 use crate::source::{Policy, SourceId};
 use crate::{Error, Refreshed};
 
-/// The cache and the config a direct command works with.
-struct Direct {
+/// The cache, the config and a runtime for refreshes.
+pub struct Direct {
     cache: Cache,
     config: Result<Config, ConfigError>,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Direct {
-    fn open(ctx: &Ctx) -> anyhow::Result<Self> {
+    /// Opens the root and loads the config (a config that does not load is
+    /// kept as its error: reads work without it).
+    ///
+    /// # Errors
+    ///
+    /// When the root cannot be opened or the runtime not built.
+    pub fn open(ctx: &Ctx) -> anyhow::Result<Self> {
+        super::init_logging(false);
         let cache = Cache::open(&ctx.root)
             .with_context(|| format!("cannot open cache root {}", ctx.root.display()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         Ok(Self {
             cache,
             config: ctx.load_config(),
+            runtime,
         })
     }
 
@@ -65,131 +82,220 @@ impl Direct {
         Source::new(id.clone(), policy)
     }
 
-    /// The configured source and its refresher.
-    fn refreshable(&self, id: &SourceId) -> crate::Result<(Source, Refresher)> {
-        let sc = self
-            .configured(id)
-            .ok_or_else(|| Error::Internal(format!("{id} is not configured")))?;
-        Ok((
-            Source::new(id.clone(), sc.policy.clone()),
-            sc.refresher.clone(),
-        ))
-    }
-
-    /// A forced refresh. The future owns what it needs, so it can be
-    /// spawned.
-    fn refresh(
-        &self,
-        id: &SourceId,
-    ) -> impl Future<Output = crate::Result<Refreshed>> + Send + 'static {
-        let cache = self.cache.clone();
-        let found = self.refreshable(id);
-        async move {
-            let (source, refresher) = found?;
-            cache
-                .refresh(
-                    &source,
-                    move |ctx| async move { refresher.fetch(ctx).await },
-                )
-                .await
-        }
-    }
-
-    /// A refresh if stale and not backing off.
-    async fn ensure(&self, id: &SourceId) -> crate::Result<Ensured> {
-        let (source, refresher) = self.refreshable(id)?;
-        self.cache
-            .maybe_refresh_sync(
-                &source,
-                move |ctx| async move { refresher.fetch(ctx).await },
-            )
-            .await
-    }
-}
-
-/// Runs a client command directly on the root.
-///
-/// # Errors
-///
-/// Whatever the command fails with; the error carries its exit code.
-pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
-    let direct = Direct::open(ctx)?;
-    match command {
-        Command::Get { source, opts } => {
-            let id = parse_source(&source)?;
-            get(&direct, &id, opts).await
-        }
-        Command::Refresh { sources, all } => refresh(&direct, &sources, all).await,
-        Command::Status { json } => status(&direct, json),
-        Command::State { source, json } => state(&direct, &parse_source(&source)?, json),
-        Command::Prune { dry_run } => prune(&direct, dry_run),
-        Command::Watch { .. } | Command::Invalidate { .. } | Command::Stats | Command::Metrics => {
-            Err(anyhow::anyhow!(
-                "this command needs a running daemon (none answers on {})",
-                ctx.socket.display()
-            ))
-        }
-        Command::Serve | Command::Config { .. } => unreachable!("handled by the caller"),
-    }
-}
-
-async fn get(direct: &Direct, id: &SourceId, opts: GetOpts) -> anyhow::Result<Exit> {
-    let source = direct.source(id);
-    let entry = direct.cache.read(&source)?;
-    let due = match opts.refresh {
-        RefreshArg::Never => false,
-        RefreshArg::IfStale => entry.is_none(),
-        RefreshArg::WaitIfStale => entry.as_ref().is_none_or(Entry::stale),
-        RefreshArg::Force => true,
-    };
-    if due && direct.configured(id).is_some() {
-        let refreshed = match opts.refresh {
-            RefreshArg::Force => direct.refresh(id).await.map(drop),
-            _ => direct.ensure(id).await.map(drop),
-        };
-        if let Err(e) = refreshed {
-            if entry.is_none() || opts.refresh == RefreshArg::Force {
-                return Err(Fail::exit(exit_for(&e), e.to_string()));
+    /// A forced refresh (joining one in flight) of configured sources, all
+    /// at once.
+    fn refresh_all(&self, ids: &[SourceId]) -> Vec<crate::Result<Refreshed>> {
+        let tasks: Vec<_> = ids.iter().map(|id| self.refresh_task(id)).collect();
+        self.runtime.block_on(async {
+            let mut results = Vec::with_capacity(tasks.len());
+            for (id, task) in ids.iter().zip(tasks) {
+                let joined = task.await;
+                results.push(
+                    joined
+                        .unwrap_or_else(|e| Err(Error::Internal(format!("refresh of {id}: {e}")))),
+                );
             }
-            eprintln!("discocache: {e}; serving the data on disk");
-        }
-    } else if due && opts.refresh == RefreshArg::Force {
-        direct.require(id)?;
+            results
+        })
     }
-    let Some(entry) = direct.cache.read_with_meta(&source)? else {
-        let why = direct
-            .cache
-            .meta(id)?
-            .and_then(|m| m.last_error)
-            .map_or_else(
+
+    fn refresh_task(&self, id: &SourceId) -> tokio::task::JoinHandle<crate::Result<Refreshed>> {
+        let cache = self.cache.clone();
+        let found: Option<(Source, Refresher)> = self.configured(id).map(|sc| {
+            (
+                Source::new(id.clone(), sc.policy.clone()),
+                sc.refresher.clone(),
+            )
+        });
+        let id = id.clone();
+        self.runtime.spawn(async move {
+            let (source, refresher) =
+                found.ok_or_else(|| Error::Internal(format!("{id} is not configured")))?;
+            let fetch = move |ctx| async move { refresher.fetch(ctx).await };
+            cache.refresh(&source, fetch).await
+        })
+    }
+
+    /// `get`: reads, refreshes as [`plan`] decides (this process cannot
+    /// finish a refresh in the background), reads again.
+    ///
+    /// # Errors
+    ///
+    /// A failed refresh that fails the read, no data (exit 3), expired
+    /// data without `--allow-expired` (exit 4).
+    pub fn get(&self, id: &SourceId, opts: &GetOpts) -> anyhow::Result<GetBody> {
+        let source = self.source(id);
+        let entry = self.cache.read(&source)?;
+        let state = self.cache.refresh_state(id)?;
+        let now = Timestamp::now();
+        let situation = Situation {
+            mode: opts.refresh.into(),
+            found: match &entry {
+                None => Found::Nothing,
+                Some(e) if e.fresh => Found::Fresh,
+                Some(_) => Found::Stale,
+            },
+            backing_off: crate::freshness::retry_at(
+                state.next_retry_at,
+                state.last_attempt_at,
+                now,
+                &source.policy,
+            )
+            .is_some_and(|t| t > now),
+            in_flight: state.in_flight,
+            lives_on: false,
+        };
+        let wait = match plan(situation) {
+            Plan::Wait { failure_fails } => Some(failure_fails),
+            Plan::Serve | Plan::ServeAndRefresh => None,
+        };
+        let forced = situation.mode == RefreshMode::Force;
+        if let Some(failure_fails) = wait.filter(|_| forced || self.configured(id).is_some()) {
+            self.require(id)?;
+            let refreshed = self.refresh_all(std::slice::from_ref(id)).remove(0);
+            if let Err(e) = refreshed {
+                if failure_fails {
+                    return Err(Fail::exit(exit_for(&e), e.to_string()));
+                }
+                eprintln!("discocache: {e}; serving the data on disk");
+            }
+        }
+        self.read_body(&source, opts)
+    }
+
+    /// The `get` answer from disk, as it is now.
+    fn read_body(&self, source: &Source, opts: &GetOpts) -> anyhow::Result<GetBody> {
+        let id = &source.id;
+        let Some(entry) = self.cache.read_with_meta(source)? else {
+            if self.configured(id).is_none() {
+                let origin = self.config().map_or("", |c| c.origin.as_str());
+                let msg = format!("unknown source {id}: not in config {origin}, nothing on disk");
+                return Err(Fail::exit(Exit::Error, msg));
+            }
+            let why = self.cache.meta(id)?.and_then(|m| m.last_error).map_or_else(
                 || "never refreshed".to_owned(),
                 |e| format!("last error: {e}"),
             );
-        return Err(Fail::exit(Exit::NoData, format!("{id}: no data ({why})")));
-    };
-    check_age(id, &entry, &source.policy, &opts)?;
-    let mut out = std::io::stdout().lock();
-    if opts.meta {
-        let state = direct.cache.refresh_state(id)?;
-        serde_json::to_writer(&mut out, &output::envelope(id, entry, &state)?)?;
-        writeln!(out)?;
-    } else {
-        out.write_all(&entry.data)?;
+            return Err(Fail::exit(Exit::NoData, format!("{id}: no data ({why})")));
+        };
+        check_expired(id, &entry, &source.policy, opts)?;
+        let state = self.cache.refresh_state(id)?;
+        output::envelope(id, entry, state, opts.meta)
     }
-    out.flush()?;
-    Ok(Exit::Ok)
+
+    /// `get` of what is on disk, refreshing nothing (what the daemon
+    /// declined to serve: no data, or expired data).
+    ///
+    /// # Errors
+    ///
+    /// As [`Direct::get`].
+    pub fn read_only(&self, id: &SourceId, opts: &GetOpts) -> anyhow::Result<GetBody> {
+        self.read_body(&self.source(id), opts)
+    }
+
+    /// `refresh` of these sources, or of every configured one.
+    ///
+    /// # Errors
+    ///
+    /// An unknown source, or a config that does not load.
+    pub fn refresh(&self, ids: Option<Vec<SourceId>>) -> anyhow::Result<RefreshBody> {
+        let ids = match ids {
+            None => self
+                .config()?
+                .sources
+                .iter()
+                .map(|s| s.id.clone())
+                .collect(),
+            Some(ids) => {
+                for id in &ids {
+                    self.require(id)?;
+                }
+                ids
+            }
+        };
+        let results = self.refresh_all(&ids);
+        let lines = ids.into_iter().zip(results.iter());
+        Ok(RefreshBody::new(
+            lines.map(|(id, r)| RefreshResult::new(id, r)).collect(),
+        ))
+    }
+
+    /// `status`: every configured source and every source on disk.
+    ///
+    /// # Errors
+    ///
+    /// When the root cannot be listed.
+    pub fn status(&self) -> anyhow::Result<StatusBody> {
+        let mut ids: BTreeSet<SourceId> = self.cache.sources_on_disk()?.into_iter().collect();
+        match &self.config {
+            Ok(config) => ids.extend(config.sources.iter().map(|s| s.id.clone())),
+            Err(e) => eprintln!("discocache: {e}"),
+        }
+        let sources = ids.iter().map(|id| {
+            let source = self.source(id);
+            let refresher = self.configured(id).map(|sc| sc.refresher.describe());
+            let read = self
+                .cache
+                .read(&source)
+                .and_then(|entry| Ok((entry, self.cache.refresh_state(id)?)));
+            SourceStatus {
+                disabled: self.configured(id).and_then(|sc| sc.disabled.clone()),
+                ..SourceStatus::new(&source, refresher, read)
+            }
+        });
+        Ok(StatusBody {
+            daemon: None,
+            sources: sources.collect(),
+        })
+    }
+
+    /// `state` of one source.
+    ///
+    /// # Errors
+    ///
+    /// When its sidecar cannot be read.
+    pub fn state(&self, id: &SourceId) -> anyhow::Result<StateBody> {
+        Ok(StateBody::new(id.clone(), self.cache.refresh_state(id)?))
+    }
+
+    /// `invalidate` of a configured source.
+    ///
+    /// # Errors
+    ///
+    /// An unknown source, or an IO error marking it.
+    pub fn invalidate(&self, id: &SourceId) -> anyhow::Result<InvalidateBody> {
+        let sc = self.require(id)?;
+        let done = self
+            .cache
+            .invalidate(&Source::new(id.clone(), sc.policy.clone()))?;
+        Ok(InvalidateBody::new(id.clone(), done))
+    }
+
+    /// `prune`: only against a config that loads and names sources.
+    ///
+    /// # Errors
+    ///
+    /// Refusals, and IO errors removing files.
+    pub fn prune(&self, dry_run: bool) -> anyhow::Result<PruneBody> {
+        let config = self
+            .config
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("refusing to prune: {e}"))?;
+        let active = config.prune_set()?;
+        let report = self.cache.prune(&active, dry_run)?;
+        Ok(PruneBody::new(report, dry_run))
+    }
 }
 
-fn check_age(id: &SourceId, entry: &Entry, policy: &Policy, opts: &GetOpts) -> anyhow::Result<()> {
-    let age = output::duration(entry.age);
-    if let Some(max) = opts.max_age.filter(|m| entry.older_than(*m)) {
-        let max = output::duration(max);
-        return Err(Fail::exit(
-            Exit::TooOld,
-            format!("{id}: data is {age} old, older than --max-age {max}"),
-        ));
-    }
+/// Expired data is not served unless asked (or the envelope is asked for).
+fn check_expired(
+    id: &SourceId,
+    entry: &Entry,
+    policy: &Policy,
+    opts: &GetOpts,
+) -> anyhow::Result<()> {
     if entry.expired && !opts.allow_expired && !opts.meta {
+        let age = output::duration(entry.age);
         let limit = policy.max_stale.map(output::duration).unwrap_or_default();
         return Err(Fail::exit(
             Exit::TooOld,
@@ -205,136 +311,5 @@ fn exit_for(e: &Error) -> Exit {
     match e {
         Error::InvalidSource(_) => Exit::Usage,
         _ => Exit::Error,
-    }
-}
-
-async fn refresh(direct: &Direct, sources: &[String], all: bool) -> anyhow::Result<Exit> {
-    let ids: Vec<SourceId> = if all {
-        direct
-            .config()?
-            .sources
-            .iter()
-            .map(|s| s.id.clone())
-            .collect()
-    } else {
-        let ids = sources
-            .iter()
-            .map(|s| parse_source(s))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        for id in &ids {
-            direct.require(id)?;
-        }
-        ids
-    };
-    // Concurrently: each refresh mostly waits on its own refresher.
-    let tasks: Vec<_> = ids
-        .iter()
-        .map(|id| tokio::spawn(direct.refresh(id)))
-        .collect();
-    let mut exit = Exit::Ok;
-    for (id, task) in ids.iter().zip(tasks) {
-        let outcome = task
-            .await
-            .unwrap_or_else(|e| Err(Error::Internal(format!("refresh of {id}: {e}"))));
-        match outcome {
-            Ok(r) => println!("{id}: {}", output::refreshed(r)),
-            Err(e) => {
-                eprintln!("discocache: {e}");
-                exit = Exit::Error;
-            }
-        }
-    }
-    Ok(exit)
-}
-
-fn status(direct: &Direct, json: bool) -> anyhow::Result<Exit> {
-    let mut ids: BTreeSet<SourceId> = direct.cache.sources_on_disk()?.into_iter().collect();
-    if let Ok(config) = &direct.config {
-        ids.extend(config.sources.iter().map(|s| s.id.clone()));
-    } else if let Err(e) = &direct.config {
-        eprintln!("discocache: {e}");
-    }
-    let rows = ids
-        .iter()
-        .map(|id| {
-            let source = direct.source(id);
-            let entry = direct.cache.read(&source)?;
-            let state = direct.cache.refresh_state(id)?;
-            let configured = direct.configured(id);
-            let disabled = configured.and_then(|sc| sc.disabled.as_deref());
-            Ok(Row::new(&source, configured.is_some(), entry.as_ref(), state).disabled(disabled))
-        })
-        .collect::<crate::Result<Vec<_>>>()?;
-    let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, &rows)?;
-        writeln!(out)?;
-    } else {
-        output::table(&mut out, &rows)?;
-    }
-    Ok(Exit::Ok)
-}
-
-fn state(direct: &Direct, id: &SourceId, json: bool) -> anyhow::Result<Exit> {
-    output::print_state(id, &direct.cache.refresh_state(id)?, json)?;
-    Ok(Exit::Ok)
-}
-
-fn prune(direct: &Direct, dry_run: bool) -> anyhow::Result<Exit> {
-    let config = direct
-        .config
-        .as_ref()
-        .map_err(|e| anyhow::anyhow!("refusing to prune: {e}"))?;
-    let active = config.prune_set()?;
-    let report = direct.cache.prune(&active, dry_run)?;
-    output::pruned(&mut std::io::stdout().lock(), &report, dry_run)?;
-    Ok(Exit::Ok)
-}
-
-/// Prints a source's payload from disk, whatever its age (`get
-/// --allow-expired` when the daemon declines to serve expired data).
-///
-/// # Errors
-///
-/// Exit 3 when there is no payload.
-pub fn print_expired(ctx: &Ctx, id: &SourceId) -> anyhow::Result<Exit> {
-    super::init_logging(false);
-    let direct = Direct::open(ctx)?;
-    let entry = direct.cache.read(&direct.source(id))?;
-    let entry = entry.ok_or_else(|| Fail::exit(Exit::NoData, format!("{id}: no data")))?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(&entry.data)?;
-    out.flush()?;
-    Ok(Exit::Ok)
-}
-
-/// `config check [FILE]`.
-///
-/// # Errors
-///
-/// Exit 1 with every problem, one per line, when the config does not load.
-pub fn config_check(ctx: &Ctx, file: Option<PathBuf>) -> anyhow::Result<Exit> {
-    let result = match file.or_else(|| ctx.config_path()) {
-        Some(path) => Config::load(&path).and_then(Config::strict),
-        None => Ok(Config::embedded()),
-    };
-    match result {
-        Ok(config) => {
-            let n = config.sources.len();
-            println!(
-                "{}: ok, {n} source{}",
-                config.origin,
-                if n == 1 { "" } else { "s" }
-            );
-            Ok(Exit::Ok)
-        }
-        Err(e) => {
-            eprint!("{}", e.render());
-            let n = e.problems.len();
-            Err(Fail::exit(
-                Exit::Error,
-                format!("{}: {n} problem{}", e.origin, if n == 1 { "" } else { "s" }),
-            ))
-        }
     }
 }

@@ -2,6 +2,7 @@
 //! daemon or, when none answers, to the library on the root directly.
 
 mod args;
+mod command;
 mod direct;
 mod output;
 mod remote;
@@ -140,18 +141,38 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Config { action } => {
             let args::ConfigAction::Check { file } = action;
             init_logging(false);
-            direct::config_check(&ctx, file)
+            config_check(&ctx, file)
         }
         other => {
-            if let Some(client) = remote::connect(&ctx, cli.no_daemon) {
-                return remote::run(&ctx, client, other);
-            }
-            init_logging(false);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            runtime.block_on(direct::run(&ctx, other))
+            let client = remote::connect(&ctx, cli.no_daemon);
+            command::run(&ctx, client, other)
+        }
+    }
+}
+
+/// `config check [FILE]`.
+///
+/// # Errors
+///
+/// Exit 1 with every problem, one per line, when the config does not load.
+fn config_check(ctx: &Ctx, file: Option<PathBuf>) -> anyhow::Result<Exit> {
+    let result = match file.or_else(|| ctx.config_path()) {
+        Some(path) => Config::load(&path).and_then(Config::strict),
+        None => Ok(Config::embedded()),
+    };
+    match result {
+        Ok(config) => {
+            let n = config.sources.len();
+            let s = if n == 1 { "" } else { "s" };
+            println!("{}: ok, {n} source{s}", config.origin);
+            Ok(Exit::Ok)
+        }
+        Err(e) => {
+            eprint!("{}", e.render());
+            let n = e.problems.len();
+            let s = if n == 1 { "" } else { "s" };
+            let msg = format!("{}: {n} problem{s}", e.origin);
+            Err(Fail::exit(Exit::Error, msg))
         }
     }
 }

@@ -1,17 +1,21 @@
-//! What the CLI prints: the `get --meta` envelope, the status table, state
-//! and prune reports.
+//! What the CLI prints, from the answer bodies both modes build: the same
+//! bytes (`get`) or the same JSON shape (`--json`) whichever answered.
 
 use std::io::{self, Write};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cache::{Entry, RefreshState, Source};
+use super::{Exit, Fail};
+use crate::cache::{Entry, RefreshState};
 use crate::meta::Timestamp;
-use crate::protocol::{self, GetBody};
-use crate::prune::Pruned;
+use crate::protocol::{
+    self, GetBody, InvalidateBody, PruneBody, RefreshBody, Response, Skipped, SourceStatus,
+    StatusBody,
+};
 use crate::refresh::Refreshed;
 use crate::source::SourceId;
+use crate::stats::millis;
 
 /// A duration for people: `1h 3m`, `42s`, `850ms`.
 pub fn duration(d: Duration) -> String {
@@ -20,31 +24,103 @@ pub fn duration(d: Duration) -> String {
     } else if d >= Duration::from_secs(1) {
         Duration::from_secs(d.as_secs())
     } else {
-        Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        Duration::from_millis(millis(d))
     };
     humantime::format_duration(rounded).to_string()
 }
 
-/// The `get --meta` envelope: the same body as the socket's `get`, with
-/// the payload embedded verbatim.
+/// The `get` answer built from what is on disk: the same body as the
+/// socket's `get`, with the payload embedded verbatim and the sidecar when
+/// `with_meta`.
 ///
 /// # Errors
 ///
 /// When the payload on disk is not JSON (it was damaged).
-pub fn envelope(id: &SourceId, entry: Entry, state: &RefreshState) -> anyhow::Result<GetBody> {
-    let meta = entry.meta.as_ref().map(serde_json::to_value).transpose()?;
-    let body = GetBody {
-        age_ms: u64::try_from(entry.age.as_millis()).unwrap_or(u64::MAX),
+pub fn envelope(
+    id: &SourceId,
+    entry: Entry,
+    state: RefreshState,
+    with_meta: bool,
+) -> anyhow::Result<GetBody> {
+    let meta = match (with_meta, &entry.meta) {
+        (true, Some(meta)) => Some(serde_json::to_value(meta)?),
+        _ => None,
+    };
+    Ok(GetBody {
+        age_ms: millis(entry.age),
         fresh: entry.fresh,
         stale: entry.stale(),
         expired: entry.expired,
-        revision: entry.revision().unwrap_or(0),
+        future: entry.future,
+        revision: state.revision,
         fetched_at: protocol::timestamp(entry.fetched_at),
-        refresh: Some(state.clone()),
+        refresh: Some(state),
         meta,
         data: Some(protocol::embed_payload(entry.data).map_err(|e| anyhow::anyhow!("{id}: {e}"))?),
+    })
+}
+
+/// Exit 4 when the data is older than `--max-age`.
+///
+/// # Errors
+///
+/// The [`Fail`] with exit 4.
+pub fn check_age(id: &SourceId, body: &GetBody, max_age: Option<Duration>) -> anyhow::Result<()> {
+    let age = Duration::from_millis(body.age_ms);
+    let Some(max) = max_age.filter(|max| body.future || age > *max) else {
+        return Ok(());
     };
-    Ok(body)
+    let how_old = match body.future {
+        true => format!("dated {} in the future", body.fetched_at),
+        false => format!("{} old", duration(age)),
+    };
+    Err(Fail::exit(
+        Exit::TooOld,
+        format!(
+            "{id}: data is {how_old}, older than --max-age {}",
+            duration(max)
+        ),
+    ))
+}
+
+/// `get`: the payload on one line (line breaks as spaces, as the socket
+/// carries it, and one newline at the end), or with `--meta` the whole
+/// answer as one JSON line.
+///
+/// # Errors
+///
+/// When stdout cannot be written.
+pub fn print_get(body: &GetBody, meta: bool) -> anyhow::Result<()> {
+    let mut text = if meta {
+        protocol::to_line(&Response::success(None, body))?.into_bytes()
+    } else {
+        let data = body.data.as_deref().map_or("", |d| d.get());
+        payload_line(data.as_bytes())
+    };
+    if !text.ends_with(b"\n") {
+        text.push(b'\n');
+    }
+    let mut out = io::stdout().lock();
+    out.write_all(&text)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// A payload as one line: surrounding whitespace dropped, line breaks
+/// (insignificant whitespace in JSON) as spaces, a newline at the end.
+pub fn payload_line(data: &[u8]) -> Vec<u8> {
+    let start = data.iter().position(|b| !b.is_ascii_whitespace());
+    let end = data.iter().rposition(|b| !b.is_ascii_whitespace());
+    let trimmed = match (start, end) {
+        (Some(s), Some(e)) => &data[s..=e],
+        _ => &[],
+    };
+    let mut line: Vec<u8> = trimmed
+        .iter()
+        .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+        .collect();
+    line.push(b'\n');
+    line
 }
 
 /// What a refresh did, for one line of output.
@@ -58,94 +134,82 @@ pub fn refreshed(r: Refreshed) -> String {
     }
 }
 
-/// One row of `status`.
-#[derive(Debug, Serialize)]
-pub struct Row {
-    source: String,
-    configured: bool,
-    state: &'static str,
-    age_ms: Option<u64>,
-    ttl_ms: u64,
-    revision: u64,
-    fresh: bool,
-    expired: bool,
-    in_flight: bool,
-    consecutive_failures: u32,
-    last_error: Option<String>,
-    last_attempt_at: Option<Timestamp>,
-    next_retry_at: Option<Timestamp>,
-}
-
-impl Row {
-    /// A row from what is on disk.
-    pub fn new(
-        source: &Source,
-        configured: bool,
-        entry: Option<&Entry>,
-        state: RefreshState,
-    ) -> Self {
-        let label = match entry {
-            None => "no data",
-            Some(e) if e.expired => "expired",
-            Some(e) if e.fresh => "fresh",
-            Some(_) => "stale",
-        };
-        Self {
-            source: source.id.to_string(),
-            configured,
-            state: label,
-            age_ms: entry.map(|e| u64::try_from(e.age.as_millis()).unwrap_or(u64::MAX)),
-            ttl_ms: u64::try_from(source.policy.ttl.as_millis()).unwrap_or(u64::MAX),
-            revision: state.revision,
-            fresh: entry.is_some_and(|e| e.fresh),
-            expired: entry.is_some_and(|e| e.expired),
-            in_flight: state.in_flight,
-            consecutive_failures: state.consecutive_failures,
-            last_error: state.last_error,
-            last_attempt_at: state.last_attempt_at,
-            next_retry_at: state.next_retry_at,
+/// `refresh`: one line per source; exit 1 when any failed.
+pub fn print_refresh(body: &RefreshBody) -> Exit {
+    let mut exit = Exit::Ok;
+    for result in &body.results {
+        match result.refreshed() {
+            Ok(done) => println!("{}: {}", result.source, refreshed(done)),
+            Err(e) => {
+                eprintln!("discocache: {}", e.message);
+                exit = Exit::Error;
+            }
         }
     }
+    exit
 }
 
-impl Row {
-    /// Marks the row of a source disabled by its config, with the reason.
-    #[must_use]
-    pub fn disabled(mut self, why: Option<&str>) -> Self {
-        if let Some(why) = why {
-            self.state = "disabled";
-            self.last_error = Some(format!("disabled: {why}"));
+/// `invalidate`: what happened; exit 3 when there was no data, 1 when
+/// nothing else was invalidated.
+///
+/// # Errors
+///
+/// The [`Fail`] when the source was left as it was.
+pub fn print_invalidate(body: &InvalidateBody) -> anyhow::Result<Exit> {
+    let id = &body.source;
+    let (exit, why) = match body.skipped {
+        None => {
+            println!("{id}: invalidated (still served until refreshed)");
+            return Ok(Exit::Ok);
         }
-        self
-    }
+        Some(Skipped::NoData) => (Exit::NoData, "it has no data"),
+        Some(Skipped::AlreadyStale) => (Exit::Error, "it is stale already"),
+        Some(Skipped::Refreshing) => (Exit::Error, "a refresh is running"),
+    };
+    Err(Fail::exit(exit, format!("{id}: not invalidated: {why}")))
+}
 
-    /// A row from one source of the daemon's `status` answer.
-    pub fn from_daemon(v: &serde_json::Value) -> Self {
-        let refresh: RefreshState =
-            serde_json::from_value(v["refresh"].clone()).unwrap_or_default();
-        let flag = |k: &str| v[k].as_bool().unwrap_or(false);
-        let state = match (flag("has_data"), flag("expired"), flag("fresh")) {
-            (false, _, _) => "no data",
-            (true, true, _) => "expired",
-            (true, false, true) => "fresh",
-            (true, false, false) => "stale",
-        };
-        Self {
-            source: v["source"].as_str().unwrap_or("?").to_owned(),
-            configured: true,
-            state,
-            age_ms: v["age_ms"].as_u64(),
-            ttl_ms: v["ttl_ms"].as_u64().unwrap_or(0),
-            revision: v["revision"].as_u64().unwrap_or(0),
-            fresh: flag("fresh"),
-            expired: flag("expired"),
-            in_flight: refresh.in_flight,
-            consecutive_failures: refresh.consecutive_failures,
-            last_error: refresh.last_error,
-            last_attempt_at: refresh.last_attempt_at,
-            next_retry_at: refresh.next_retry_at,
+/// Pretty JSON on stdout.
+///
+/// # Errors
+///
+/// When stdout cannot be written.
+pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<Exit> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(Exit::Ok)
+}
+
+/// `status`: `--json` for programs, a table for people.
+///
+/// # Errors
+///
+/// When stdout cannot be written.
+pub fn print_status(body: &StatusBody, json: bool) -> anyhow::Result<Exit> {
+    if json {
+        return print_json(body);
+    }
+    let mut out = io::stdout().lock();
+    if let Some(d) = &body.daemon {
+        let status = serde_json::to_value(d.status)?;
+        let status = status.as_str().unwrap_or("?");
+        writeln!(out, "daemon: {status} (pid {}, config {})", d.pid, d.config)?;
+        if let Some(e) = &d.last_error {
+            writeln!(out, "daemon error: {e}")?;
         }
-        .disabled(v["disabled"].as_str())
+    }
+    table(&mut out, &body.sources)?;
+    Ok(Exit::Ok)
+}
+
+/// A status line's state word.
+fn label(s: &SourceStatus) -> &'static str {
+    match (s.has_data, s.expired, s.fresh) {
+        (false, _, _) => "no data",
+        (true, true, _) => "expired",
+        (true, false, true) => "fresh",
+        (true, false, false) => "stale",
     }
 }
 
@@ -154,13 +218,9 @@ impl Row {
 /// # Errors
 ///
 /// When stdout cannot be written.
-pub fn table(out: &mut impl Write, rows: &[Row]) -> io::Result<()> {
-    let width = rows
-        .iter()
-        .map(|r| r.source.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
+pub fn table(out: &mut impl Write, rows: &[SourceStatus]) -> io::Result<()> {
+    let width = rows.iter().map(|r| r.source.to_string().len()).max();
+    let width = width.unwrap_or(6).max(6);
     writeln!(
         out,
         "{:width$}  {:8}  {:>8}  {:>8}  {:>4}  {:>5}  {:>9}  ERROR",
@@ -168,30 +228,28 @@ pub fn table(out: &mut impl Write, rows: &[Row]) -> io::Result<()> {
     )?;
     let now = Timestamp::now();
     for r in rows {
-        let state = if r.in_flight {
-            format!("{}*", r.state)
-        } else {
-            r.state.to_owned()
-        };
+        let mut state = label(r).to_owned();
+        if r.refresh.in_flight {
+            state.push('*');
+        }
         let age = r
             .age_ms
             .map_or("-".into(), |a| duration(Duration::from_millis(a)));
-        let retry = r
-            .next_retry_at
-            .filter(|t| *t > now)
-            .map_or("-".into(), |t| duration(now.until(t)));
-        let error = r.last_error.as_deref().unwrap_or("");
+        let retry = r.refresh.next_retry_at.filter(|t| *t > now);
+        let retry = retry.map_or("-".into(), |t| duration(now.until(t)));
+        let error = r.error.as_deref().or(r.refresh.last_error.as_deref());
         let unconfigured = if r.configured { "" } else { " (not in config)" };
         writeln!(
             out,
-            "{:width$}  {state:8}  {age:>8}  {:>8}  {:>4}  {:>5}  {retry:>9}  {error}{unconfigured}",
-            r.source,
+            "{:width$}  {state:8}  {age:>8}  {:>8}  {:>4}  {:>5}  {retry:>9}  {}{unconfigured}",
+            r.source.to_string(),
             duration(Duration::from_millis(r.ttl_ms)),
             r.revision,
-            r.consecutive_failures,
+            r.refresh.consecutive_failures,
+            error.unwrap_or(""),
         )?;
     }
-    if rows.iter().any(|r| r.in_flight) {
+    if rows.iter().any(|r| r.refresh.in_flight) {
         writeln!(out, "* refresh in progress")?;
     }
     Ok(())
@@ -202,7 +260,7 @@ pub fn table(out: &mut impl Write, rows: &[Row]) -> io::Result<()> {
 /// # Errors
 ///
 /// When stdout cannot be written.
-pub fn print_state(id: &SourceId, state: &RefreshState, json: bool) -> anyhow::Result<()> {
+pub fn print_state(id: &SourceId, state: &RefreshState, json: bool) -> anyhow::Result<Exit> {
     let mut out = io::stdout().lock();
     if json {
         let mut value = serde_json::to_value(state)?;
@@ -212,7 +270,7 @@ pub fn print_state(id: &SourceId, state: &RefreshState, json: bool) -> anyhow::R
     } else {
         human_state(&mut out, id, state)?;
     }
-    Ok(())
+    Ok(Exit::Ok)
 }
 
 fn human_state(out: &mut impl Write, id: &SourceId, s: &RefreshState) -> io::Result<()> {
@@ -221,22 +279,16 @@ fn human_state(out: &mut impl Write, id: &SourceId, s: &RefreshState) -> io::Res
     writeln!(out, "revision:             {}", s.revision)?;
     writeln!(out, "in flight:            {}", s.in_flight)?;
     if let Some(pid) = s.pid {
-        writeln!(
-            out,
-            "refresh pid:          {pid}{}",
-            if s.abandoned { " (abandoned)" } else { "" }
-        )?;
+        let abandoned = if s.abandoned { " (abandoned)" } else { "" };
+        writeln!(out, "refresh pid:          {pid}{abandoned}")?;
         writeln!(out, "started at:           {}", opt(s.started_at))?;
         writeln!(out, "deadline:             {}", opt(s.deadline))?;
     }
     writeln!(out, "failed:               {}", s.failed)?;
     writeln!(out, "consecutive failures: {}", s.consecutive_failures)?;
     writeln!(out, "last attempt at:      {}", opt(s.last_attempt_at))?;
-    writeln!(
-        out,
-        "last error:           {}",
-        s.last_error.as_deref().unwrap_or("-")
-    )?;
+    let error = s.last_error.as_deref().unwrap_or("-");
+    writeln!(out, "last error:           {error}")?;
     writeln!(out, "next retry at:        {}", opt(s.next_retry_at))
 }
 
@@ -245,11 +297,16 @@ fn human_state(out: &mut impl Write, id: &SourceId, s: &RefreshState) -> io::Res
 /// # Errors
 ///
 /// When stdout cannot be written.
-pub fn pruned(out: &mut impl Write, report: &Pruned, dry_run: bool) -> io::Result<()> {
-    for path in &report.recovered.removed {
+pub fn print_prune(report: &PruneBody) -> anyhow::Result<Exit> {
+    let mut out = io::stdout().lock();
+    for path in &report.recovered {
         writeln!(out, "recovered: removed leftover {}", path.display())?;
     }
-    let verb = if dry_run { "would remove" } else { "removed" };
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
     for id in &report.sources {
         writeln!(out, "{verb} {id}")?;
     }
@@ -262,5 +319,19 @@ pub fn pruned(out: &mut impl Write, report: &Pruned, dry_run: bool) -> io::Resul
     if report.sources.is_empty() {
         writeln!(out, "nothing to prune")?;
     }
-    Ok(())
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_line_is_the_socket_form_of_a_payload() {
+        assert_eq!(payload_line(b"{\"n\":1}"), b"{\"n\":1}\n");
+        assert_eq!(
+            payload_line(b"\n{\r\n  \"a\": \"x\\ny\"\n}\n"),
+            b"{    \"a\": \"x\\ny\" }\n"
+        );
+    }
 }

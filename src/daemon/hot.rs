@@ -48,6 +48,7 @@ impl Hot {
             fresh: true,
             stale: false,
             expired: false,
+            future: false,
             revision: state.revision,
             fetched_at: held.fetched_at.clone(),
             refresh: Some(state),

@@ -1,24 +1,28 @@
-//! The ops of protocol v1, on the daemon's state. `get`, `invalidate` and
-//! `refresh` are in [`read`] and [`refresh`]; the rest is here.
+//! The ops of protocol v1, on the daemon's state: each request variant is
+//! matched once and answered with its typed body. `get` and `invalidate`
+//! are in [`read`], `refresh` in [`refresh`]; the rest is here.
 
 mod read;
 mod refresh;
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::reload;
 use super::state::{Daemon, blocking, cache_source, lock};
-use crate::cache::{Cache, Entry, RefreshState};
+use crate::cache::Cache;
 use crate::config::SourceConfig;
 use crate::protocol::{
-    Envelope, ErrorCode, Fields, HelloBody, Request, Response, WireError, timestamp,
+    DaemonStatus, Envelope, ErrorCode, HelloBody, MetricsBody, PruneBody, ReloadBody, Request,
+    Response, SourceStatus, StateBody, StatusBody, WatchBody, WireError, timestamp,
 };
 use crate::server::{Answer, EventStream, Service};
 use crate::source::SourceId;
-use crate::stats::{metrics, millis};
+use crate::stats::metrics;
 
 impl Service for Daemon {
     fn call(self: &Arc<Self>, request: Envelope) -> impl Future<Output = Answer> + Send {
@@ -33,42 +37,31 @@ impl Service for Daemon {
 /// Runs one request and turns its outcome into a response line.
 async fn dispatch(d: Arc<Daemon>, envelope: Envelope) -> Answer {
     let id = envelope.id;
-    let fields = match envelope.request {
-        Request::Hello => {
-            return Answer::of(&Response::success(id.clone(), HelloBody::current()), id);
+    match envelope.request {
+        Request::Hello {} => reply(id, Ok(hello(&d))),
+        Request::Get(get) => reply(id, read::get(&d, get).await),
+        Request::Refresh(target) => reply(id, refresh::refresh(&d, target).await),
+        Request::State { source } => reply(id, source_state(&d, source).await),
+        Request::Status {} => reply(id, status(&d).await),
+        Request::Invalidate { source } => reply(id, read::invalidate(&d, source).await),
+        Request::Watch { sources } => watch(&d, sources, id),
+        Request::Prune { dry_run } => reply(id, prune(&d, dry_run).await),
+        // Serialised straight from the counters: no JSON tree in between.
+        Request::Stats {} => reply(id, Ok(d.stats.snapshot())),
+        Request::Metrics {} => {
+            let text = metrics::render(&d.stats.snapshot());
+            reply(id, Ok(MetricsBody { text }))
         }
-        Request::Get(get) => {
-            return match read::get(&d, get).await {
-                Ok(body) => Answer::of(&Response::success(id.clone(), body), id),
-                Err(e) => Answer::error(id, e),
-            };
-        }
-        Request::Watch { sources } => return watch(&d, sources, id),
-        Request::Refresh(target) => refresh::refresh(&d, target).await,
-        Request::State { source } => source_state(&d, &source).await,
-        Request::Status => status(&d).await,
-        Request::Invalidate { source } => read::invalidate(&d, &source).await,
-        Request::Prune { dry_run } => prune(&d, dry_run).await,
-        Request::Stats => {
-            // Serialised straight from the counters: no JSON tree of every
-            // source in between.
-            return Answer::of(&Response::success(id.clone(), d.stats.snapshot()), id);
-        }
-        Request::Metrics => Ok(fields([(
-            "text",
-            metrics::render(&d.stats.snapshot()).into(),
-        )])),
-        Request::Reload => reload_op(&d).await,
-    };
-    match fields {
-        Ok(fields) => Answer::of(&Response::success(id.clone(), fields), id),
-        Err(e) => Answer::error(id, e),
+        Request::Reload {} => reply(id, reload_op(&d).await),
     }
 }
 
-/// A body from key/value pairs.
-fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Fields {
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+/// The answer line for an op's outcome.
+fn reply<B: Serialize>(id: Option<Value>, outcome: Result<B, WireError>) -> Answer {
+    match outcome {
+        Ok(body) => Answer::of(&Response::success(id.clone(), body), id),
+        Err(e) => Answer::error(id, e),
+    }
 }
 
 fn internal(message: impl Into<String>) -> WireError {
@@ -78,6 +71,23 @@ fn internal(message: impl Into<String>) -> WireError {
 /// A library error at the edge.
 fn wire(e: &crate::Error) -> WireError {
     WireError::from(e)
+}
+
+/// A path as absolute and free of symlinks as it can be made, so that a
+/// client compares like with like.
+fn resolved(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_owned())
+}
+
+/// `hello`: what this daemon is and serves.
+fn hello(d: &Daemon) -> HelloBody {
+    let config = reload::config_file(d.explicit_config.as_deref());
+    HelloBody::current(
+        resolved(d.cache.layout().root()),
+        config.as_deref().map(resolved),
+    )
 }
 
 /// `watch`: answers at once, then streams events.
@@ -90,16 +100,11 @@ fn watch(d: &Daemon, sources: Option<Vec<SourceId>>, id: Option<Value>) -> Answe
         None => None,
     };
     let rx = d.events.subscribe();
-    let watching: Vec<String> = match &filter {
-        Some(set) => set.iter().map(ToString::to_string).collect(),
-        None => d
-            .config()
-            .sources
-            .iter()
-            .map(|s| s.id.to_string())
-            .collect(),
+    let watching = match &filter {
+        Some(set) => set.iter().cloned().collect(),
+        None => d.config().sources.iter().map(|s| s.id.clone()).collect(),
     };
-    let first = Response::ok(id.clone()).with("watching", watching);
+    let first = Response::success(id.clone(), WatchBody { watching });
     match Answer::of(&first, id) {
         Answer::Line(first) => Answer::Watch {
             first,
@@ -109,91 +114,60 @@ fn watch(d: &Daemon, sources: Option<Vec<SourceId>>, id: Option<Value>) -> Answe
     }
 }
 
-/// The refresh state as JSON.
-pub(crate) fn state_json(s: &RefreshState) -> Value {
-    serde_json::to_value(s).unwrap_or_default()
-}
-
 /// `state`: the refresh state of one source.
-async fn source_state(d: &Daemon, id: &SourceId) -> Result<Fields, WireError> {
-    d.known(id)?;
+async fn source_state(d: &Daemon, id: SourceId) -> Result<StateBody, WireError> {
+    d.known(&id)?;
     let (cache, key) = (d.cache.clone(), id.clone());
     let state = blocking(move || cache.refresh_state(&key))
         .await
         .map_err(|e| wire(&e))?;
-    Ok(fields([
-        ("source", id.to_string().into()),
-        ("revision", state.revision.into()),
-        ("refresh", state_json(&state)),
-    ]))
+    Ok(StateBody::new(id, state))
 }
 
 /// `status`: the daemon and every configured source, the sources read in
 /// one blocking call.
-async fn status(d: &Daemon) -> Result<Fields, WireError> {
+async fn status(d: &Daemon) -> Result<StatusBody, WireError> {
     let config = d.config();
     let (cache, all) = (d.cache.clone(), Arc::clone(&config));
     let sources = blocking(move || {
         let lines = all.sources.iter().map(|sc| source_status(&cache, sc));
-        Ok(Value::Array(lines.collect()))
+        Ok(lines.collect())
     })
     .await
     .map_err(|e| wire(&e))?;
     let snap = d.stats.summary();
-    let daemon = json!({
-        "status": snap.status,
-        "version": env!("CARGO_PKG_VERSION"),
-        "pid": std::process::id(),
-        "root": d.cache.layout().root(),
-        "socket": d.socket,
-        "config": config.origin,
-        "started_at": timestamp(d.started_at),
-        "last_error": snap.last_error,
-        "keys_total": snap.keys_total,
-        "held_bytes": d.view.held_bytes(),
-    });
-    Ok(fields([("daemon", daemon), ("sources", sources)]))
+    let daemon = DaemonStatus {
+        status: snap.status,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: std::process::id(),
+        root: d.cache.layout().root().to_owned(),
+        socket: d.socket.clone(),
+        config: config.origin.clone(),
+        started_at: timestamp(d.started_at),
+        last_error: snap.last_error,
+        keys_total: snap.keys_total,
+        held_bytes: d.view.held_bytes(),
+    };
+    Ok(StatusBody {
+        daemon: Some(daemon),
+        sources,
+    })
 }
 
 /// One source's line in `status` (blocking: reads its files).
-fn source_status(cache: &Cache, sc: &SourceConfig) -> Value {
+fn source_status(cache: &Cache, sc: &SourceConfig) -> SourceStatus {
     let source = cache_source(sc);
-    let looked = cache
-        .read_with_meta(&source)
+    let read = cache
+        .read(&source)
         .and_then(|entry| Ok((entry, cache.refresh_state(&source.id)?)));
-    let mut line = json!({
-        "source": sc.id,
-        "refresher": sc.refresher.describe(),
-        "ttl_ms": millis(sc.policy.ttl),
-    });
-    if let Some(why) = &sc.disabled {
-        line["disabled"] = why.as_str().into();
+    SourceStatus {
+        disabled: sc.disabled.clone(),
+        ..SourceStatus::new(&source, Some(sc.refresher.describe()), read)
     }
-    match looked {
-        Ok((entry, state)) => {
-            line["has_data"] = entry.is_some().into();
-            if let Some(entry) = entry {
-                freshness(&mut line, &entry);
-            }
-            line["revision"] = state.revision.into();
-            line["refresh"] = state_json(&state);
-        }
-        Err(e) => line["error"] = e.to_string().into(),
-    }
-    line
-}
-
-/// Adds an entry's age and freshness to a JSON object.
-pub(crate) fn freshness(line: &mut Value, entry: &Entry) {
-    line["age_ms"] = millis(entry.age).into();
-    line["fresh"] = entry.fresh.into();
-    line["stale"] = entry.stale().into();
-    line["expired"] = entry.expired.into();
-    line["fetched_at"] = timestamp(entry.fetched_at).into();
 }
 
 /// `prune`: recover, then remove sources not in the config.
-async fn prune(d: &Daemon, dry_run: bool) -> Result<Fields, WireError> {
+async fn prune(d: &Daemon, dry_run: bool) -> Result<PruneBody, WireError> {
     if let Some(why) = lock(&d.config_error).clone() {
         let msg = format!("refusing to prune while the config does not load: {why}");
         return Err(internal(msg));
@@ -211,28 +185,19 @@ async fn prune(d: &Daemon, dry_run: bool) -> Result<Fields, WireError> {
             d.observe(id).await;
         }
     }
-    let paths = |v: &[std::path::PathBuf]| -> Vec<String> {
-        v.iter().map(|p| p.display().to_string()).collect()
-    };
-    Ok(fields([
-        ("dry_run", dry_run.into()),
-        ("sources", json!(pruned.sources)),
-        ("files", paths(&pruned.files).into()),
-        ("in_flight", json!(pruned.in_flight)),
-        ("recovered", paths(&pruned.recovered.removed).into()),
-    ]))
+    Ok(PruneBody::new(pruned, dry_run))
 }
 
 /// `reload`: reload the config now.
-async fn reload_op(d: &Arc<Daemon>) -> Result<Fields, WireError> {
+async fn reload_op(d: &Arc<Daemon>) -> Result<ReloadBody, WireError> {
     let done = reload::reload(d, "reload request")
         .await
         .map_err(internal)?;
-    let names = |v: &[SourceId]| -> Vec<String> { v.iter().map(ToString::to_string).collect() };
-    Ok(fields([
-        ("config", d.config().origin.clone().into()),
-        ("sources", d.config().sources.len().into()),
-        ("added", names(&done.added).into()),
-        ("removed", names(&done.removed).into()),
-    ]))
+    let config = d.config();
+    Ok(ReloadBody {
+        config: config.origin.clone(),
+        sources: config.sources.len(),
+        added: done.added,
+        removed: done.removed,
+    })
 }

@@ -146,6 +146,8 @@ pub(crate) struct Snapshot {
     pub fresh: bool,
     /// Older than its `max_stale`.
     pub expired: bool,
+    /// Dated in the future beyond the clock skew.
+    pub future: bool,
     pub state: RefreshState,
 }
 
@@ -156,6 +158,7 @@ impl Snapshot {
         Self {
             fresh: judged.fresh(),
             expired: judged.expired(),
+            future: judged.future,
             held,
             age: judged.age,
             state,

@@ -1,15 +1,17 @@
 //! Responses, the bodies with a fixed shape (`hello`, `get`), the client's
 //! view of a response ([`Reply`]) and watch [`Event`]s.
 
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::PROTOCOL_VERSION;
 use super::error::{ErrorCode, WireError};
+use super::{FORMAT, PROTOCOL_VERSION};
 use crate::cache::RefreshState;
+use crate::meta::Timestamp;
 use crate::source::SourceId;
 
 /// A free-form response body: fields flattened into the response object.
@@ -72,21 +74,33 @@ impl Response {
     }
 }
 
-/// The body of a `hello` response: `{"protocol": 1, "version": "0.1.0"}`.
+/// The body of a `hello` response: the protocol and version, and what the
+/// daemon serves, so that a client can tell whether it is the daemon it
+/// wants (same root) before trusting its answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloBody {
     /// [`PROTOCOL_VERSION`].
     pub protocol: u32,
     /// The daemon's crate version.
     pub version: String,
+    /// The cache root it serves (absolute).
+    pub root: PathBuf,
+    /// Its config file, or `None` when it runs the embedded default.
+    pub config: Option<PathBuf>,
+    /// The on-disk format it reads and writes ([`FORMAT`]).
+    pub format: u32,
 }
 
 impl HelloBody {
-    /// This build's protocol and version.
-    pub fn current() -> Self {
+    /// This build's protocol, version and format, serving `root` with
+    /// `config`.
+    pub fn current(root: PathBuf, config: Option<PathBuf>) -> Self {
         Self {
             protocol: PROTOCOL_VERSION,
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            root,
+            config,
+            format: FORMAT,
         }
     }
 }
@@ -109,6 +123,11 @@ pub struct GetBody {
     pub stale: bool,
     /// Past its `max_stale`.
     pub expired: bool,
+    /// Dated (mtime or `fetched_at`) in the future beyond a small clock
+    /// skew: its age is unknown, so it counts as stale and as older than any
+    /// `--max-age`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub future: bool,
     /// The payload's revision (+1 per committed payload).
     pub revision: u64,
     /// When the payload was fetched, RFC 3339 UTC (see [`timestamp`]).
@@ -137,43 +156,7 @@ pub fn embed_payload(payload: Vec<u8>) -> Result<Box<RawValue>, WireError> {
 /// Formats a time as RFC 3339 UTC with milliseconds, as the protocol's
 /// `fetched_at` and `at` fields carry it.
 pub fn timestamp(at: SystemTime) -> String {
-    humantime::format_rfc3339_millis(at).to_string()
-}
-
-/// What a client reads first from any response line: `ok`, `id`, `error`,
-/// and every other field. (To keep a `get` payload verbatim, decode the same
-/// line as a [`GetBody`].)
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Reply {
-    /// True on success.
-    pub ok: bool,
-    /// The echoed `id`.
-    #[serde(default)]
-    pub id: Option<Value>,
-    /// The error of a failure.
-    #[serde(default)]
-    pub error: Option<WireError>,
-    /// The body's fields.
-    #[serde(flatten)]
-    pub fields: Fields,
-}
-
-impl Reply {
-    /// The body's fields on success, the wire error on failure.
-    ///
-    /// # Errors
-    ///
-    /// The response's `error`; `internal` when `ok` is false without one.
-    pub fn into_result(self) -> Result<Fields, WireError> {
-        match (self.ok, self.error) {
-            (true, _) => Ok(self.fields),
-            (false, Some(error)) => Err(error),
-            (false, None) => Err(WireError::new(
-                ErrorCode::Internal,
-                "response has \"ok\": false but no \"error\"",
-            )),
-        }
-    }
+    Timestamp::from(at).to_string()
 }
 
 /// What happened to a watched source.
@@ -231,6 +214,7 @@ mod tests {
 
     fn get_body(data: &str) -> GetBody {
         GetBody {
+            future: false,
             data: Some(embed_payload(data.as_bytes().to_vec()).expect("valid payload")),
             age_ms: 12,
             fresh: true,
@@ -261,12 +245,16 @@ mod tests {
 
     #[test]
     fn hello_body_carries_protocol_and_crate_version() {
-        let text = line(&Response::success(Some(7.into()), HelloBody::current()));
+        let body = HelloBody::current("/r".into(), None);
+        let text = line(&Response::success(Some(7.into()), body));
         let v: Value = serde_json::from_str(&text).expect("parse");
         assert_eq!(v["ok"], true);
         assert_eq!(v["id"], 7);
         assert_eq!(v["protocol"], 1);
         assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(v["root"], "/r");
+        assert_eq!(v["config"], Value::Null);
+        assert_eq!(v["format"], 1);
     }
 
     #[test]
@@ -297,23 +285,6 @@ mod tests {
         assert_eq!(err.code, ErrorCode::Internal);
         let err = embed_payload(vec![b'"', 0xff, b'"']).expect_err("not utf-8");
         assert!(err.message.contains("UTF-8"), "{}", err.message);
-    }
-
-    #[test]
-    fn reply_splits_failures_from_fields() {
-        let ok: Reply = serde_json::from_str(r#"{"ok":true,"id":2,"x":1}"#).expect("parse");
-        assert_eq!(ok.id, Some(2.into()));
-        assert_eq!(ok.into_result().expect("ok")["x"], 1);
-        let failed: Reply =
-            serde_json::from_str(r#"{"ok":false,"error":{"code":"no_data","message":"none"}}"#)
-                .expect("parse");
-        let err = failed.into_result().expect_err("failure");
-        assert_eq!(err.code, ErrorCode::NoData);
-        let bare: Reply = serde_json::from_str(r#"{"ok":false}"#).expect("parse");
-        assert_eq!(
-            bare.into_result().expect_err("failure").code,
-            ErrorCode::Internal
-        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The integration tests: one binary, one helper module.
 //!
-//! - `cache`: the library on its own.
+//! - `cache`, `invalidate`: the library on its own.
 //! - `command_refresher`, `http_refresher`: the refreshers against real
 //!   processes and a real HTTP server on 127.0.0.1.
 //! - `config_safety`: prune needs a config file; an unset `${VAR}` disables
@@ -22,6 +22,7 @@ mod daemon;
 mod direct;
 mod full_disk;
 mod http_refresher;
+mod invalidate;
 mod orphans;
 mod secrets;
 mod sidecar;

@@ -144,7 +144,7 @@ fn server_errors_keep_old_data_show_the_status_and_back_off() {
             "stale data is still served: {}",
             text(&out.stderr)
         );
-        assert_eq!(text(&out.stdout), "[1]");
+        assert_eq!(text(&out.stdout), "[1]\n");
     }
     assert_eq!(
         server.requests().len(),
@@ -258,7 +258,7 @@ fn pty_source_succeeds_only_under_a_terminal() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&env.run(&["get", "cli/tool"]).stdout),
-        r#"{"tty":true}"#
+        "{\"tty\":true}\n"
     );
     let env = Env::new(&config(false));
     let out = env.run(&["refresh", "cli/tool"]);

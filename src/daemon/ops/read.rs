@@ -1,44 +1,51 @@
 //! `get` and `invalidate`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::Value;
 
-use super::{Fields, fields, internal, wire};
+use super::{internal, wire};
+use crate::cache::Invalidated;
 use crate::config::SourceConfig;
 use crate::daemon::configured::Configured;
-use crate::daemon::state::{Daemon, blocking};
+use crate::daemon::state::{Daemon, blocking, cache_source};
 use crate::daemon::view::Snapshot;
-use crate::error::Error;
-use crate::lock::SourceLock;
 use crate::meta::Timestamp;
-use crate::protocol::{ErrorCode, Event, EventKind, GetBody, GetRequest, RefreshMode, WireError};
+use crate::plan::{Found, Plan, Situation, plan};
+use crate::protocol::{
+    ErrorCode, Event, EventKind, GetBody, GetRequest, InvalidateBody, WireError,
+};
 use crate::source::SourceId;
 use crate::stats::{Counter, millis};
-use crate::store;
 
 /// `get`: serve what is on disk, refreshing first or in the background as
-/// the request asks. A current payload is served from the daemon's view
+/// [`plan`] decides. A current payload is served from the daemon's view
 /// (one `stat`, no read); see [`crate::daemon::view`].
 pub(super) async fn get(d: &Arc<Daemon>, req: GetRequest) -> Result<GetBody, WireError> {
     let sc = d.known(&req.source)?;
     let mut entry = d.snapshot(&sc).await.map_err(|e| wire(&e))?;
-    let stale = |e: &Option<Snapshot>| e.as_ref().is_none_or(|e| too_old(e, req.max_age_ms));
-    match req.refresh {
-        RefreshMode::Never => {}
-        RefreshMode::IfStale if stale(&entry) => background(d, &sc),
-        RefreshMode::IfStale => {}
-        RefreshMode::WaitIfStale if stale(&entry) && !backing_off(d, &sc) => {
-            // Stale data beats no data: a failure only fails a miss.
-            if let (Err(e), None) = (d.refresh(&sc).await, &entry) {
+    let found = match &entry {
+        None => Found::Nothing,
+        Some(e) if too_old(e, req.max_age_ms) => Found::Stale,
+        Some(_) => Found::Fresh,
+    };
+    let situation = Situation {
+        mode: req.refresh,
+        found,
+        backing_off: backing_off(d, &sc),
+        in_flight: entry.as_ref().is_some_and(|e| e.state.in_flight),
+        lives_on: true,
+    };
+    match plan(situation) {
+        Plan::Serve => {}
+        Plan::ServeAndRefresh => background(d, &sc),
+        Plan::Wait { failure_fails } => {
+            if let Err(e) = d.refresh(&sc).await
+                && failure_fails
+            {
                 return Err(wire(&e));
             }
-            entry = d.snapshot(&sc).await.map_err(|e| wire(&e))?;
-        }
-        RefreshMode::WaitIfStale => {}
-        RefreshMode::Force => {
-            d.refresh(&sc).await.map_err(|e| wire(&e))?;
             entry = d.snapshot(&sc).await.map_err(|e| wire(&e))?;
         }
     }
@@ -58,11 +65,8 @@ fn backing_off(d: &Daemon, sc: &Configured) -> bool {
     crate::freshness::retry_at(recorded, last, now, &sc.policy).is_some_and(|t| t > now)
 }
 
-/// Starts a refresh that nobody waits for, unless the source is backing off.
+/// Starts a refresh that nobody waits for.
 fn background(d: &Arc<Daemon>, sc: &Configured) {
-    if backing_off(d, sc) {
-        return;
-    }
     let (daemon, sc) = (Arc::clone(d), sc.clone());
     d.tracker.spawn(async move {
         let _ = daemon.refresh(&sc).await;
@@ -97,6 +101,7 @@ async fn serve(
         fresh: entry.fresh,
         stale,
         expired: entry.expired,
+        future: entry.future,
         fetched_at: entry.held.fetched_at.clone(),
         refresh: Some(entry.state),
         meta,
@@ -134,62 +139,19 @@ fn no_data(d: &Daemon, sc: &SourceConfig) -> WireError {
     WireError::new(ErrorCode::NoData, why)
 }
 
-/// `invalidate`: a soft purge. The payload's mtime is set back so that its
-/// age is exactly its ttl: every reader (this daemon, the library, a reader
-/// of mtimes) sees it stale, it is still served, and the daemon refreshes it
-/// in the background. The sidecar is left as it is. Skipped when a refresh
-/// holds the source (it is about to be replaced anyway).
-pub(super) async fn invalidate(d: &Daemon, id: &SourceId) -> Result<Fields, WireError> {
-    let sc = d.known(id)?;
-    let (cache, key, ttl) = (d.cache.clone(), id.clone(), sc.policy.ttl);
-    let done = blocking(move || mark_stale(&cache, &key, ttl))
+/// `invalidate`: a soft purge by [`Cache::invalidate`](crate::Cache::invalidate);
+/// when it marked the source, watchers are told and warm keeping is woken
+/// to refresh it.
+pub(super) async fn invalidate(d: &Daemon, id: SourceId) -> Result<InvalidateBody, WireError> {
+    let sc = d.known(&id)?;
+    let (cache, source) = (d.cache.clone(), cache_source(&sc));
+    let done = blocking(move || cache.invalidate(&source))
         .await
         .map_err(|e| wire(&e))?;
-    if done == Marked::Yes {
-        let _ = d.events.send(Event::new(
-            EventKind::Invalidated,
-            id.clone(),
-            SystemTime::now(),
-        ));
-        d.warm.wake(id);
+    if done == Invalidated::Marked {
+        let event = Event::new(EventKind::Invalidated, id.clone(), SystemTime::now());
+        let _ = d.events.send(event);
+        d.warm.wake(&id);
     }
-    let reason: Value = match done {
-        Marked::Yes => Value::Null,
-        Marked::NoData => "no data".into(),
-        Marked::AlreadyStale => "already stale".into(),
-        Marked::Refreshing => "a refresh is running".into(),
-    };
-    Ok(fields([
-        ("source", id.to_string().into()),
-        ("invalidated", (done == Marked::Yes).into()),
-        ("skipped", reason),
-    ]))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Marked {
-    Yes,
-    NoData,
-    AlreadyStale,
-    Refreshing,
-}
-
-fn mark_stale(cache: &crate::Cache, id: &SourceId, ttl: Duration) -> crate::Result<Marked> {
-    let path = cache.layout().payload(id);
-    let modified = match std::fs::metadata(&path).and_then(|m| m.modified()) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Marked::NoData),
-        Err(e) => return Err(Error::io("stat payload", &path, e)),
-    };
-    let Some(stale_at) = SystemTime::now().checked_sub(ttl) else {
-        return Ok(Marked::AlreadyStale);
-    };
-    if modified <= stale_at {
-        return Ok(Marked::AlreadyStale);
-    }
-    let Some(_lock) = SourceLock::try_acquire(&cache.layout().lock(id))? else {
-        return Ok(Marked::Refreshing);
-    };
-    store::touch(&path, stale_at)?;
-    Ok(Marked::Yes)
+    Ok(InvalidateBody::new(id, done))
 }

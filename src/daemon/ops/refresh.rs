@@ -2,18 +2,17 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
-
-use super::{Fields, fields, wire};
 use crate::daemon::state::Daemon;
-use crate::protocol::{RefreshTarget, WireError};
-use crate::refresh::Refreshed;
+use crate::protocol::{RefreshBody, RefreshResult, RefreshTarget, WireError};
 
 /// Refreshes every named source (or all of them) concurrently and waits
 /// for all. A failed source does not fail the request: each has its own
 /// `ok` in `results`, and `failed` counts the failures. An unknown source
 /// fails the request before anything runs.
-pub(super) async fn refresh(d: &Arc<Daemon>, target: RefreshTarget) -> Result<Fields, WireError> {
+pub(super) async fn refresh(
+    d: &Arc<Daemon>,
+    target: RefreshTarget,
+) -> Result<RefreshBody, WireError> {
     let sources = match target {
         RefreshTarget::All => d.config().sources.clone(),
         RefreshTarget::Sources(ids) => ids
@@ -25,10 +24,8 @@ pub(super) async fn refresh(d: &Arc<Daemon>, target: RefreshTarget) -> Result<Fi
     for (index, sc) in sources.into_iter().enumerate() {
         let daemon = Arc::clone(d);
         running.spawn(async move {
-            (
-                index,
-                outcome(&sc.id.to_string(), daemon.refresh(&sc).await),
-            )
+            let result = daemon.refresh(&sc).await;
+            (index, RefreshResult::new(sc.id.clone(), &result))
         });
     }
     let mut results = Vec::new();
@@ -39,25 +36,7 @@ pub(super) async fn refresh(d: &Arc<Daemon>, target: RefreshTarget) -> Result<Fi
         }
     }
     results.sort_by_key(|(index, _)| *index);
-    let failed = results.iter().filter(|(_, r)| r["ok"] == false).count();
-    let results: Vec<Value> = results.into_iter().map(|(_, r)| r).collect();
-    Ok(fields([
-        ("results", results.into()),
-        ("failed", failed.into()),
-    ]))
-}
-
-/// One source's line in the results.
-fn outcome(source: &str, result: crate::Result<Refreshed>) -> Value {
-    match result {
-        Ok(done) => {
-            let what = match done {
-                Refreshed::Committed { .. } => "committed",
-                Refreshed::NotModified { .. } => "not_modified",
-                Refreshed::Joined { .. } => "joined",
-            };
-            json!({"source": source, "ok": true, "outcome": what, "revision": done.revision()})
-        }
-        Err(e) => json!({"source": source, "ok": false, "error": wire(&e)}),
-    }
+    Ok(RefreshBody::new(
+        results.into_iter().map(|(_, r)| r).collect(),
+    ))
 }

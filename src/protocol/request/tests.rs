@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::protocol::ErrorCode;
 use crate::protocol::to_line;
 
 fn id(s: &str) -> SourceId {
@@ -31,7 +32,7 @@ fn assert_error(line: &str, code: ErrorCode, needles: &[&str]) -> Rejected {
 #[test]
 fn every_op_round_trips_from_its_client_encoding() {
     let requests = [
-        Request::Hello,
+        Request::Hello {},
         Request::Get(GetRequest {
             source: id("discovery/openrouter"),
             refresh: RefreshMode::WaitIfStale,
@@ -41,16 +42,16 @@ fn every_op_round_trips_from_its_client_encoding() {
         Request::Refresh(RefreshTarget::Sources(vec![id("a/b"), id("c/d")])),
         Request::Refresh(RefreshTarget::All),
         Request::State { source: id("a/b") },
-        Request::Status,
+        Request::Status {},
         Request::Invalidate { source: id("a/b") },
         Request::Watch { sources: None },
         Request::Watch {
             sources: Some(vec![id("a/b")]),
         },
         Request::Prune { dry_run: true },
-        Request::Stats,
-        Request::Metrics,
-        Request::Reload,
+        Request::Stats {},
+        Request::Metrics {},
+        Request::Reload {},
     ];
     let mut ops_seen = std::collections::BTreeSet::new();
     for (n, request) in requests.into_iter().enumerate() {
@@ -61,7 +62,10 @@ fn every_op_round_trips_from_its_client_encoding() {
         let value: Value = serde_json::from_str(&line).expect("json");
         ops_seen.insert(value["op"].as_str().expect("op").to_owned());
     }
-    let all_ops: std::collections::BTreeSet<_> = OPS.iter().map(|(op, _)| op.to_string()).collect();
+    let all_ops: std::collections::BTreeSet<_> = crate::protocol::ops()
+        .iter()
+        .map(|op| op.to_string())
+        .collect();
     assert_eq!(ops_seen, all_ops);
 }
 
@@ -77,15 +81,33 @@ fn get_defaults_to_if_stale_without_max_age_or_meta() {
 }
 
 #[test]
-fn escaped_keys_whitespace_and_repeated_fields_read_as_in_any_json_map() {
-    let line = " { \"o\\u0070\" : \"get\" ,\n \"source\":\"a/old\", \"source\": \"a/b\" } ";
+fn escaped_keys_and_whitespace_read_as_in_any_json_map() {
+    let line = " { \"o\\u0070\" : \"get\" ,\n \"source\": \"a/b\" } ";
     let env = parse_ok(line);
     let Request::Get(get) = env.request else {
         panic!("not a get: {env:?}")
     };
-    assert_eq!(get.source, id("a/b"), "the last of a repeated field counts");
-    let env = parse_ok(r#"{"id":{"k":[1,"x"]},"op":"stats","id":7}"#);
-    assert_eq!(env.id, Some(json!(7)));
+    assert_eq!(get.source, id("a/b"));
+}
+
+#[test]
+fn duplicate_op_key_is_bad_request() {
+    let r = assert_error(
+        r#"{"op":"hello","op":"prune","id":4}"#,
+        ErrorCode::BadRequest,
+        &["`op`", "more than once"],
+    );
+    assert_eq!(r.id, Some(json!(4)));
+    assert_error(
+        r#"{"op":"get","source":"a/old","source":"a/b"}"#,
+        ErrorCode::BadRequest,
+        &["`source`"],
+    );
+    assert_error(
+        r#"{"id":1,"op":"stats","\u0069d":2}"#,
+        ErrorCode::BadRequest,
+        &["`id`"],
+    );
 }
 
 #[test]
@@ -133,13 +155,14 @@ fn non_object_is_bad_request() {
 }
 
 #[test]
-fn missing_op_is_unknown_op_and_keeps_the_id() {
+fn missing_op_is_bad_request() {
     let r = assert_error(
         r#"{"id":"req-9"}"#,
-        ErrorCode::UnknownOp,
-        &["missing", "op"],
+        ErrorCode::BadRequest,
+        &["missing", "`op`", "hello"],
     );
     assert_eq!(r.id, Some(json!("req-9")));
+    assert_error("{}", ErrorCode::BadRequest, &["missing field `op`"]);
 }
 
 #[test]
@@ -209,7 +232,7 @@ fn missing_source_is_bad_request() {
     assert_error(
         r#"{"op":"state"}"#,
         ErrorCode::BadRequest,
-        &["needs field `source`"],
+        &["missing field `source`"],
     );
     assert_error(
         r#"{"op":"get","source":null}"#,

@@ -98,6 +98,8 @@ fn watch_streams_events_as_lines() {
     let mut d = TestDaemon::start(&config(&counter_source("t/count", "1h", &counter)));
     d.wait_data("t/count");
     let mut watcher = Command::new(env!("CARGO_BIN_EXE_discocache"))
+        .arg("--root")
+        .arg(&d.root)
         .arg("--socket")
         .arg(&d.socket)
         .args(["watch", "t/count"])
@@ -138,7 +140,7 @@ fn without_a_daemon_reads_fall_back_to_the_root_with_one_note() {
     let d = TestDaemon::new(&config(&counter_source("t/count", "1h", &counter)));
     let out = cli(&d, &["get", "t/count"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "{\"n\":1}");
+    assert_eq!(text(&out.stdout), "{\"n\":1}\n");
     let err = text(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
@@ -157,6 +159,8 @@ fn get_with_no_data_yet_waits_for_the_refresh_as_in_direct_mode() {
         "t/gated", "1h", "30s", &script,
     )));
     let getter = Command::new(env!("CARGO_BIN_EXE_discocache"))
+        .arg("--root")
+        .arg(&d.root)
         .arg("--socket")
         .arg(&d.socket)
         .args(["get", "t/gated"])

@@ -8,7 +8,8 @@ use serde_json::json;
 use crate::helpers::daemon::{TestDaemon, config, count, counter_source, eventually, sh_source};
 use discocache::client::Client;
 use discocache::lock::SourceLock;
-use discocache::{Cache, Source};
+use discocache::protocol::EventKind;
+use discocache::{Cache, Source, SourceId};
 
 #[test]
 fn watch_sees_our_refreshes_and_commits_by_other_processes() {
@@ -16,14 +17,14 @@ fn watch_sees_our_refreshes_and_commits_by_other_processes() {
     let mut d = TestDaemon::start(&config(&counter_source("t/w", "1h", counter_file.path())));
     d.wait_data("t/w");
     let client = Client::connect(&d.socket).expect("connect");
-    let (first, mut events) = client.watch(&[]).expect("watch");
-    assert_eq!(first["ok"], true, "{first}");
+    let (first, mut events) = client.watch(None).expect("watch");
+    assert_eq!(first.watching, vec![SourceId::parse("t/w").expect("id")]);
     d.request(json!({"op": "refresh", "sources": ["t/w"]}));
     let e = events.next_event().expect("read").expect("event");
     assert_eq!(
-        (e["event"].as_str(), e["revision"].as_u64()),
-        (Some("committed"), Some(2)),
-        "{e}"
+        (e.event, e.revision),
+        (EventKind::Committed, Some(2)),
+        "{e:?}"
     );
 
     // A commit by this (other) process through the library.
@@ -36,9 +37,9 @@ fn watch_sees_our_refreshes_and_commits_by_other_processes() {
     assert_eq!(revision, 3);
     let e = events.next_event().expect("read").expect("event");
     assert_eq!(
-        (e["event"].as_str(), e["revision"].as_u64()),
-        (Some("committed"), Some(3)),
-        "{e}"
+        (e.event, e.revision),
+        (EventKind::Committed, Some(3)),
+        "{e:?}"
     );
     let got = d.request(json!({"op": "get", "source": "t/w"}));
     assert_eq!(got["data"], json!({"external": true}));
@@ -106,11 +107,11 @@ fn a_short_ttl_source_is_refreshed_ahead_of_expiry() {
     d.wait_data("t/short");
     let (_, mut events) = Client::connect(&d.socket)
         .expect("connect")
-        .watch(&["t/short".into()])
+        .watch(Some(vec![SourceId::parse("t/short").expect("id")]))
         .expect("watch");
     let e = events.next_event().expect("read").expect("event");
-    assert_eq!(e["event"], "committed", "{e}");
-    assert!(e["revision"].as_u64() >= Some(2), "{e}");
+    assert_eq!(e.event, EventKind::Committed, "{e:?}");
+    assert!(e.revision >= Some(2), "{e:?}");
     // Refreshed ahead: a read never finds it stale while it is kept warm.
     let got = d.request(json!({"op": "get", "source": "t/short", "refresh": "never"}));
     assert_eq!(got["ok"], true, "{got}");

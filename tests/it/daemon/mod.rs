@@ -3,5 +3,8 @@
 mod cli;
 mod lifecycle;
 mod limits;
+mod modes;
 mod ops;
+mod protocol;
+mod routing;
 mod systemd;

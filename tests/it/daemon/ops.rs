@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::daemon::{TestDaemon, config, count, counter_source, sh_source};
 use discocache::lock::SourceLock;
+use discocache::protocol::EventKind;
 
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("<none>")
@@ -189,17 +190,19 @@ fn invalidate_marks_stale_keeps_serving_and_refreshes() {
     d.wait_data("t/inv");
     let (_, mut watch) = discocache::client::Client::connect(&d.socket)
         .expect("connect")
-        .watch(&["t/inv".into()])
+        .watch(Some(vec![
+            discocache::SourceId::parse("t/inv").expect("id"),
+        ]))
         .expect("watch");
     let answer = d.request(json!({"op": "invalidate", "source": "t/inv"}));
     assert_eq!(answer["invalidated"], true, "{answer}");
     let event = watch.next_event().expect("read").expect("event");
-    assert_eq!(event["event"], "invalidated", "{event}");
+    assert_eq!(event.event, EventKind::Invalidated, "{event:?}");
     let next = watch.next_event().expect("read").expect("event");
     assert_eq!(
-        (next["event"].as_str(), next["revision"].as_u64()),
-        (Some("committed"), Some(2)),
-        "{next}"
+        (next.event, next.revision),
+        (EventKind::Committed, Some(2)),
+        "{next:?}"
     );
     assert_eq!(count(&counter), 2);
 }
