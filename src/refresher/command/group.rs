@@ -12,7 +12,7 @@
 //! The reaper thread waits for the leader to exit *without reaping it*
 //! (`waitid` with `WNOWAIT`), kills the whole group, then reaps it. While the
 //! leader is unreaped its pid cannot be reused, so a `killpg` on it can only
-//! ever hit our group; the [`Group`] guard shares a flag with the thread under
+//! ever hit our group; the `Group` guard shares a flag with the thread under
 //! a mutex so it never signals a pid that has already been reaped.
 
 use std::io;
