@@ -266,23 +266,19 @@ impl Marker {
 
     /// SIGKILLs the refresher process group this (abandoned) marker names,
     /// if it still runs, so that a crashed holder's refresher never runs
-    /// beside the next one. Never signals this process's own group.
+    /// beside the next one. Never signals this process's own group, nor a
+    /// group whose id was given to someone else since.
     pub fn kill_group(&self) {
-        let Some(pgid) = self.pgid.filter(|&g| g > 1) else {
-            return;
-        };
-        let pgid = nix::unistd::Pid::from_raw(pgid);
-        if pgid == nix::unistd::getpgrp() {
-            return;
-        }
-        match nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL) {
-            Ok(()) => tracing::warn!(
+        let Some(pgid) = self.pgid else { return };
+        let window = (self.started_at.system_time(), self.deadline.system_time());
+        match crate::refresher::command::group::kill_abandoned(pgid, window.0, window.1) {
+            Ok(true) => tracing::warn!(
                 "killed process group {pgid} of an abandoned refresh (holder pid {})",
                 self.pid
             ),
-            Err(nix::errno::Errno::ESRCH) => {}
+            Ok(false) => {}
             Err(e) => {
-                tracing::warn!("cannot kill process group {pgid} of an abandoned refresh: {e}")
+                tracing::warn!("cannot kill process group {pgid} of an abandoned refresh: {e}");
             }
         }
     }

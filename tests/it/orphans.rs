@@ -132,3 +132,37 @@ fn sigkilled_daemon_holder_leaves_no_refresher_running() {
     d.wait_exit();
     assert_cleaned_up_by_next_refresh(&d, leader, grandchild);
 }
+
+#[test]
+fn recovery_kills_what_is_left_of_a_dead_holders_refresher() {
+    let d = TestDaemon::new("");
+    std::fs::write(&d.config, hanging_source(&d)).expect("config");
+    let (mut child, leader, grandchild) = hold_with_cli(&d);
+    child.kill().expect("SIGKILL the holder");
+    child.wait().expect("reap");
+    eventually("the refresher's leader to die with its holder", || {
+        is_dead(leader).then_some(())
+    });
+    assert!(!is_dead(grandchild), "nothing left for recovery to kill");
+    // prune recovers first (and keeps t/slow: it is configured).
+    let out = cli(&d).arg("prune").output().expect("prune");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(is_dead(grandchild), "recovery left {grandchild} running");
+    assert!(!d.root.join("t/slow.refreshing").exists());
+    assert_eq!(count(&d.file("starts")), 1, "recovery ran no refresher");
+}
+
+#[test]
+fn sigkilled_cli_holder_of_a_pty_refresher_leaves_no_refresher_running() {
+    let d = TestDaemon::new("");
+    let text = hanging_source(&d).replace("command = [", "pty = true\ncommand = [");
+    std::fs::write(&d.config, text).expect("config");
+    let (mut child, leader, grandchild) = hold_with_cli(&d);
+    child.kill().expect("SIGKILL the holder");
+    child.wait().expect("reap");
+    assert_cleaned_up_by_next_refresh(&d, leader, grandchild);
+}

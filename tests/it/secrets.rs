@@ -63,6 +63,8 @@ fn forbidden() -> Vec<String> {
         .collect();
     all.push(STANDARD.encode(format!("Bearer {TOKEN}")).to_lowercase());
     all.push("pw-userinfo%2f77".into());
+    // Basic auth from the URL's userinfo, as written or decoded.
+    all.push(STANDARD.encode("bot:pw-Userinfo%2F77").to_lowercase());
     all
 }
 
@@ -219,4 +221,9 @@ fn secrets_never_leave_except_to_their_origin() {
         seen.iter()
             .any(|r| r.header("authorization") == Some(&bearer))
     );
+    let basic = |r: &Seen| {
+        r.header("authorization")
+            .is_some_and(|a| a.starts_with("Basic "))
+    };
+    assert!(seen.iter().any(basic), "no Basic credentials from the URL");
 }

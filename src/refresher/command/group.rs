@@ -7,12 +7,12 @@
 //! dies with its holder process (SIGKILL, Ctrl-C, panic) and never sooner.
 //! Grandchildren do not inherit the death signal; they are killed by the
 //! next claimant of the source, which finds the group in the holder's
-//! marker (see [`GroupHook`] and [`crate::meta::Marker::kill_group`]).
+//! marker (see [`GroupHook`] and [`kill_abandoned`]).
 //!
 //! The reaper thread waits for the leader to exit *without reaping it*
 //! (`waitid` with `WNOWAIT`), kills the whole group, then reaps it. While the
 //! leader is unreaped its pid cannot be reused, so a `killpg` on it can only
-//! ever hit our group; the [`Group`] guard shares a flag with the thread under
+//! ever hit our group; the `Group` guard shares a flag with the thread under
 //! a mutex so it never signals a pid that has already been reaped.
 
 use std::io;
@@ -20,11 +20,12 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
-use nix::unistd::Pid;
+use nix::unistd::{Pid, getpgrp};
 use tokio::sync::oneshot;
 
 /// The exit status of the group leader, sent by the reaper thread.
@@ -47,6 +48,56 @@ pub async fn with_hook<F: Future>(hook: GroupHook, fut: F) -> F::Output {
 /// The hook of the current task, if any.
 pub(crate) fn current_hook() -> Option<GroupHook> {
     HOOK.try_with(Arc::clone).ok()
+}
+
+/// SIGKILLs process group `pgid`, recorded by a refresh that ran between
+/// `started` and `deadline` and whose holder is gone, unless the id is ours
+/// or now names someone else's group. Returns whether a signal was sent.
+///
+/// A group's id is never given to a new process while any member of the
+/// group lives. So when no process has that pid (or it is a zombie), what
+/// is left of the group can only be the refresher's; when one runs, it is
+/// the refresher's leader only if it started within the refresh.
+///
+/// # Errors
+///
+/// The error of `killpg` other than "no such group".
+pub fn kill_abandoned(pgid: i32, started: SystemTime, deadline: SystemTime) -> nix::Result<bool> {
+    if pgid <= 1 || Pid::from_raw(pgid) == getpgrp() {
+        return Ok(false);
+    }
+    if let Some(leader_start) = running_since(pgid) {
+        let slack = Duration::from_secs(1);
+        let from = started.checked_sub(slack).unwrap_or(UNIX_EPOCH);
+        if leader_start < from || leader_start > deadline + slack {
+            return Ok(false);
+        }
+    }
+    match killpg(Pid::from_raw(pgid), Signal::SIGKILL) {
+        Ok(()) => Ok(true),
+        Err(Errno::ESRCH) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// When the process `pid` started, if it exists and is not a zombie.
+fn running_since(pid: i32) -> Option<SystemTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: state is the
+    // first (field 3), starttime field 22.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if matches!(fields.first(), Some(&("Z" | "X"))) {
+        return None;
+    }
+    let ticks: u64 = fields.get(19)?.parse().ok()?;
+    let boot: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    let since_boot = Duration::from_millis(ticks.checked_mul(1000)? / per_second.max(1));
+    Some(UNIX_EPOCH + Duration::from_secs(boot) + since_boot)
 }
 
 /// What the reaper thread hands back once the child runs.
@@ -166,4 +217,42 @@ fn reap(mut child: Child, reaped: &Mutex<bool>) -> io::Result<ExitStatus> {
     let status = child.wait();
     *reaped = true;
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_process_started_in_the_window_is_recognised() {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .expect("sleep");
+        let pgid = i32::try_from(child.id()).expect("pid");
+        let since = running_since(pgid).expect("running");
+        let now = SystemTime::now();
+        assert!(since <= now + Duration::from_secs(1) && since + Duration::from_secs(60) > now);
+        // A recorded window long before it started: the id is someone else's.
+        let long_ago = now - Duration::from_secs(3600);
+        assert_eq!(kill_abandoned(pgid, long_ago, long_ago), Ok(false));
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "killed a stranger"
+        );
+        assert_eq!(
+            kill_abandoned(pgid, now - Duration::from_secs(5), now),
+            Ok(true)
+        );
+        assert!(!child.wait().expect("wait").success());
+        assert_eq!(running_since(pgid), None);
+    }
+
+    #[test]
+    fn our_own_group_is_never_killed() {
+        let own = getpgrp().as_raw();
+        let now = SystemTime::now();
+        assert_eq!(kill_abandoned(own, UNIX_EPOCH, now), Ok(false));
+    }
 }
