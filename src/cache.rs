@@ -212,14 +212,16 @@ impl Unsaved {
         };
     }
 
-    /// The record of `id` kept here, when it is newer than `disk`'s.
+    /// The record of `id` kept here, unless `disk`'s is newer (timestamps
+    /// are kept to the millisecond, so a tie goes to this process's own
+    /// later attempt).
     fn newer_than(&self, id: &SourceId, disk: Option<&Meta>) -> Option<Meta> {
         let map = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mem = map.get(id)?;
-        let newer = disk.is_none_or(|d| mem.last_attempt_at > d.last_attempt_at);
+        let newer = disk.is_none_or(|d| mem.last_attempt_at >= d.last_attempt_at);
         newer.then(|| mem.clone())
     }
 }
