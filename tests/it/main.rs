@@ -6,6 +6,7 @@
 //! - `direct`: the CLI in direct mode with real processes.
 //! - `sources`: real-world sources end to end through the CLI.
 //! - `daemon`: the real binary serving a temp root on a temp socket.
+//! - `hostile`: symlinks, FIFOs, huge payloads and foreign owners in the root.
 
 mod helpers;
 
@@ -13,5 +14,6 @@ mod cache;
 mod command_refresher;
 mod daemon;
 mod direct;
+mod hostile;
 mod http_refresher;
 mod sources;
