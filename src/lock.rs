@@ -142,4 +142,36 @@ mod tests {
         stale.try_lock().unwrap();
         assert!(SourceLock::still_linked(stale, &path).unwrap().is_none());
     }
+
+    #[test]
+    fn lock_symlink_is_refused_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        let path = dir.path().join("x.lock");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = SourceLock::try_acquire(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Refused {
+                    what: "a symlink",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!target.exists());
+    }
+
+    #[test]
+    fn fifo_lock_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = SourceLock::acquire_blocking(&path).unwrap_err();
+        assert!(
+            matches!(err, Error::Refused { what: "a FIFO", .. }),
+            "{err}"
+        );
+    }
 }

@@ -214,3 +214,34 @@ fn remove_dir_if_empty(dir: &Path) {
     // Fails harmlessly when the directory still has files.
     let _ = fs::remove_dir(dir);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn prune_and_recover_leave_symlinks_and_fifos_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path().join("root"));
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::create_dir_all(layout.root().join("t")).unwrap();
+        fs::write(outside.join("gone.json"), b"[1]").unwrap();
+        fs::write(outside.join(".gone.ab.tmp"), b"[1]").unwrap();
+        symlink(&outside, layout.root().join("linked")).unwrap();
+        let fifo = layout.root().join("t/old.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        symlink(outside.join("gone.json"), layout.root().join("t/sym.json")).unwrap();
+        fs::write(layout.root().join("t/real.json"), b"[1]").unwrap();
+
+        let report = prune(&layout, &BTreeSet::new(), false).unwrap();
+        let real = SourceId::parse("t/real").unwrap();
+        assert_eq!(report.sources, vec![real]);
+        assert!(fs::symlink_metadata(&fifo).is_ok(), "the FIFO was deleted");
+        assert!(fs::symlink_metadata(layout.root().join("t/sym.json")).is_ok());
+        assert!(outside.join("gone.json").exists());
+        assert!(outside.join(".gone.ab.tmp").exists());
+        assert!(!layout.root().join("t/real.json").exists());
+    }
+}
