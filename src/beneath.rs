@@ -15,7 +15,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -292,6 +292,35 @@ fn random_part() -> String {
     chars
 }
 
+/// Opens an existing file for reading in one call, with no symlink in any
+/// component and without blocking, and checks it: a regular file owned by
+/// the effective uid (a file planted by another user is refused even where
+/// a directory's owner could not be checked). `Ok(None)` when it or its
+/// directory does not exist. This is the read path: one open, one fstat.
+///
+/// # Errors
+///
+/// [`Error::Refused`], [`Error::NotOwned`], or [`Error::Io`].
+pub fn open_regular(path: &Path, op: &'static str) -> Result<Option<(File, fs::Metadata)>> {
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    let file = match open_no_symlinks(path, flags) {
+        Ok(fd) => File::from(fd),
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(Errno::ELOOP | Errno::ENOTDIR) => return Err(explain_refusal(op, path)),
+        Err(e) => return Err(Error::io(op, path, e.into())),
+    };
+    let meta = file.metadata().map_err(|e| Error::io(op, path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(refused(op, path.to_owned(), kind_name(meta.file_type())));
+    }
+    check_uid(path, meta.uid())?;
+    Ok(Some((file, meta)))
+}
+
 /// Opens `path` with no symlink allowed in any component.
 fn open_no_symlinks(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
     if !NO_OPENAT2.load(Ordering::Relaxed) {
@@ -355,19 +384,23 @@ fn refused(op: &'static str, path: PathBuf, what: &'static str) -> Error {
 
 /// Refuses a directory owned by anyone but the effective uid.
 fn check_owner(path: &Path, st: &FileStat) -> Result<()> {
+    check_uid(path, st.st_uid)
+}
+
+/// Refuses a file or directory owned by anyone but the effective uid.
+fn check_uid(path: &Path, owner_uid: u32) -> Result<()> {
     let euid = nix::unistd::geteuid().as_raw();
-    if st.st_uid == euid {
+    if owner_uid == euid {
         return Ok(());
     }
-    let uid = nix::unistd::Uid::from_raw(st.st_uid);
-    let owner = match nix::unistd::User::from_uid(uid) {
+    let owner = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner_uid)) {
         Ok(Some(user)) => user.name,
-        _ => format!("uid {}", st.st_uid),
+        _ => format!("uid {owner_uid}"),
     };
     Err(Error::NotOwned {
         path: path.to_owned(),
         owner,
-        uid: st.st_uid,
+        uid: owner_uid,
         euid,
     })
 }
@@ -410,7 +443,7 @@ pub fn kind_name(ft: fs::FileType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::{MetadataExt, symlink};
+    use std::os::unix::fs::symlink;
 
     fn dir_flags() -> OFlag {
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC

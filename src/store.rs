@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::beneath::{self, Access, Dir};
+use crate::beneath::{self, Dir};
 use crate::error::{Error, Result};
 use crate::layout::TEMP_SUFFIX;
 
@@ -167,12 +167,9 @@ fn read_bounded(
 /// [`Error::Refused`] when it is not a regular file, [`Error::Io`] for any
 /// failure other than "not found".
 pub fn open_payload(path: &Path) -> Result<Option<(File, fs::Metadata, SystemTime)>> {
-    let Some(file) = open_regular(path, "read payload")? else {
+    let Some((file, meta)) = beneath::open_regular(path, "read payload")? else {
         return Ok(None);
     };
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io("stat payload", path, e))?;
     let modified = meta
         .modified()
         .map_err(|e| Error::io("stat payload", path, e))?;
@@ -182,11 +179,7 @@ pub fn open_payload(path: &Path) -> Result<Option<(File, fs::Metadata, SystemTim
 /// Opens an existing regular file for reading; `Ok(None)` when it or its
 /// directory does not exist.
 fn open_regular(path: &Path, op: &'static str) -> Result<Option<File>> {
-    let (dir, name) = beneath::split(path)?;
-    match Dir::open(dir)? {
-        Some(dir) => dir.open_file(name, Access::Read, op),
-        None => Ok(None),
-    }
+    Ok(beneath::open_regular(path, op)?.map(|(file, _)| file))
 }
 
 /// Reads a small file (at most [`SMALL_FILE_MAX`] bytes) whole; `Ok(None)`
@@ -197,10 +190,9 @@ fn open_regular(path: &Path, op: &'static str) -> Result<Option<File>> {
 /// [`Error::Refused`] when it is not a regular file, [`Error::TooLarge`],
 /// [`Error::Io`] for any failure other than "not found".
 pub fn read_optional(path: &Path, op: &'static str) -> Result<Option<Vec<u8>>> {
-    let Some(file) = open_regular(path, op)? else {
+    let Some((file, meta)) = beneath::open_regular(path, op)? else {
         return Ok(None);
     };
-    let meta = file.metadata().map_err(|e| Error::io(op, path, e))?;
     read_bounded(file, &meta, SMALL_FILE_MAX, "file", path).map(Some)
 }
 
