@@ -130,7 +130,8 @@ pub fn open_regular(path: &Path, op: &'static str) -> Result<Option<(File, fs::M
     let file = match open_no_symlinks(path, flags) {
         Ok(fd) => File::from(fd),
         Err(Errno::ENOENT) => return Ok(None),
-        Err(Errno::ELOOP | Errno::ENOTDIR) => return Err(explain_refusal(op, path)),
+        // A socket (or a device without a driver) cannot be opened: ENXIO.
+        Err(Errno::ELOOP | Errno::ENOTDIR | Errno::ENXIO) => return Err(explain_refusal(op, path)),
         Err(e) => return Err(Error::io(op, path, e.into())),
     };
     let meta = file.metadata().map_err(|e| Error::io(op, path, e))?;

@@ -114,6 +114,7 @@ impl Dir {
             Ok(fd) => fd,
             Err(Errno::ENOENT) if access == Access::Read => return Ok(None),
             Err(Errno::ELOOP) => return Err(refused(op, path, "a symlink")),
+            Err(Errno::ENXIO) => return Err(self.refuse_non_regular(name, op)),
             Err(e) => return Err(Error::io(op, path, e.into())),
         };
         let file = File::from(fd);
@@ -148,6 +149,15 @@ impl Dir {
             Some(st) if !is_regular(&st) => Err(refused(op, self.path.join(name), mode_name(&st))),
             _ => Ok(()),
         }
+    }
+
+    /// The refusal for `name`, which could not be opened (a socket, ...).
+    fn refuse_non_regular(&self, name: &OsStr, op: &'static str) -> Error {
+        let what = match self.stat(name) {
+            Ok(Some(st)) => mode_name(&st),
+            _ => "not a regular file",
+        };
+        refused(op, self.path.join(name), what)
     }
 
     /// Removes `name` if it is a regular file; `Ok(false)` when missing.

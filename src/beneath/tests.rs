@@ -61,3 +61,35 @@ fn ensure_dir_creates_missing_parents_privately() {
         assert_eq!(fs::metadata(&d).unwrap().mode() & 0o777, DIR_MODE);
     }
 }
+
+#[test]
+fn sockets_and_devices_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("x.json");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let err = open_regular(&sock, "read payload").unwrap_err();
+    assert!(err.to_string().ends_with("x.json: it is a socket"), "{err}");
+    let dir = Dir::open(tmp.path()).unwrap().unwrap();
+    let err = dir
+        .open_file("x.json".as_ref(), Access::Create, "open lock")
+        .unwrap_err();
+    assert!(err.to_string().ends_with("x.json: it is a socket"), "{err}");
+    if !nix::unistd::geteuid().is_root() {
+        let why =
+            "sockets_and_devices_are_refused_by_name: device part skipped: needs root for mknod";
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("{why}");
+        return;
+    }
+    let dev = tmp.path().join("y.json");
+    let null = nix::sys::stat::makedev(1, 3);
+    nix::sys::stat::mknod(
+        &dev,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::S_IRUSR,
+        null,
+    )
+    .unwrap();
+    let err = open_regular(&dev, "read payload").unwrap_err();
+    assert!(err.to_string().ends_with("y.json: it is a device"), "{err}");
+}

@@ -392,3 +392,17 @@ async fn tier_owned_by_another_user_is_refused() {
     assert!(err.to_string().contains("(uid 65534)"), "{err}");
     assert_eq!(fs::metadata(&tier).unwrap().uid(), 65534);
 }
+
+#[tokio::test]
+async fn symlinked_root_is_resolved_once_and_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real-root");
+    fs::create_dir(&real).unwrap();
+    symlink(&real, dir.path().join("root")).unwrap();
+    let cache = Cache::open(dir.path().join("root")).unwrap();
+    assert_eq!(cache.layout().root(), real.canonicalize().unwrap());
+    let source = Source::parse("t/x").unwrap();
+    cache.write(&source, b"[1]".to_vec()).await.unwrap();
+    assert_eq!(fs::read(real.join("t/x.json")).unwrap(), b"[1]");
+    assert_eq!(cache.read(&source).unwrap().unwrap().data, b"[1]");
+}
