@@ -241,16 +241,19 @@ struct Inner {
 }
 
 impl Cache {
-    /// Opens (creating, mode 0700) the cache root.
+    /// Opens (creating, mode 0700) the cache root. Its path is resolved
+    /// once here; below it no symlink is ever followed.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when the root cannot be created.
+    /// [`Error::Io`] when the root cannot be created, [`Error::NotOwned`]
+    /// when another user owns it, [`Error::Refused`] when it is not a
+    /// directory.
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
-        store::ensure_dir(root.as_ref())?;
+        let root = crate::beneath::open_root(root.as_ref())?;
         Ok(Self {
             inner: Arc::new(Inner {
-                layout: Layout::new(root.as_ref()),
+                layout: Layout::new(root),
                 flights: Arc::default(),
                 unsaved: Arc::default(),
             }),
@@ -263,13 +266,18 @@ impl Cache {
     }
 
     /// Reads a source's payload: one open, one fstat, one read; no lock, no
-    /// waiting. `Ok(None)` when it has no data yet.
+    /// waiting. `Ok(None)` when it has no data yet. A payload larger than
+    /// the source's `max_output` is refused without being read.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when the payload exists but cannot be read.
+    /// [`Error::Io`] when the payload exists but cannot be read,
+    /// [`Error::Refused`] when it is not a regular file,
+    /// [`Error::TooLarge`] when it is over `max_output`.
     pub fn read(&self, source: &Source) -> Result<Option<Entry>> {
-        let Some(payload) = store::read_payload(&self.layout().payload(&source.id))? else {
+        let path = self.layout().payload(&source.id);
+        let max = source.policy.max_output as u64;
+        let Some(payload) = store::read_payload_within(&path, max)? else {
             return Ok(None);
         };
         let judged = freshness::judge(payload.modified, None, SystemTime::now(), &source.policy);

@@ -56,6 +56,45 @@ pub enum Error {
         waited: Duration,
     },
 
+    /// Something other than a regular file (or a real directory) sits where
+    /// a layout file (or directory) belongs. It is never followed, blocked
+    /// on, changed or deleted through.
+    #[error("refusing to {op} {}: it is {what}", path.display())]
+    Refused {
+        /// What was being done, e.g. `"read payload"`.
+        op: &'static str,
+        /// The offending file or directory.
+        path: PathBuf,
+        /// What it is: `"a symlink"`, `"a FIFO"`, `"a directory"`, ...
+        what: &'static str,
+    },
+
+    /// The root or a tier directory belongs to another user.
+    #[error("{} is owned by {owner} (uid {uid}), not by uid {euid} that runs discocache; refusing to use it", path.display())]
+    NotOwned {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner's name, or `uid N` when it has none.
+        owner: String,
+        /// Its owner's uid.
+        uid: u32,
+        /// The effective uid of this process.
+        euid: u32,
+    },
+
+    /// A file is larger than the bound its reader accepts; it was not read.
+    #[error("{what} {} is {size} bytes, over its limit of {max} bytes; refusing to read it", path.display())]
+    TooLarge {
+        /// `"payload"`, `"sidecar"`, ...
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+
     /// Prune was asked to run without a known set of active sources.
     #[error("refusing to prune: {0}")]
     PruneRefused(String),

@@ -8,6 +8,10 @@
 //! <root>/<tier>/.<name>.<random>.tmp temp files
 //! <root>/.discocache/                daemon state
 //! ```
+//!
+//! Each of these is a regular file (or a real directory) owned by the user;
+//! anything else found at one of these names is refused, never followed:
+//! see [`crate::beneath`].
 
 use std::path::{Path, PathBuf};
 

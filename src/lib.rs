@@ -16,6 +16,7 @@
 //! - `source`: `tier/name` validation and the per-source [`Policy`].
 //! - `layout`: where every file of a source lives (pure, no IO).
 //! - `meta`: the `.meta.json` sidecar and the `.refreshing` marker.
+//! - `beneath`: opening files under the root without following symlinks.
 //! - `store`: atomic durable writes and lock-free reads.
 //! - [`lock`]: the per-source `flock` that owns a refresh.
 //! - `backoff`: jittered exponential retry delays.
@@ -37,6 +38,7 @@
 //! - [`error`]: the library's [`Error`].
 
 mod backoff;
+mod beneath;
 pub mod cache;
 pub mod cli;
 pub mod client;

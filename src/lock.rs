@@ -5,12 +5,12 @@
 //! holder dies, so a crash never blocks the next claimant. The descriptor is
 //! close-on-exec, so a refresher's child never inherits it.
 
-use std::fs::{self, File, TryLockError};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::{File, TryLockError};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::beneath::{self, Access, Dir};
 use crate::error::{Error, Result};
-use crate::store::FILE_MODE;
 
 /// A held exclusive lock; released on drop.
 #[derive(Debug)]
@@ -60,14 +60,16 @@ impl SourceLock {
         let held = file
             .metadata()
             .map_err(|e| Error::io("stat lock", path, e))?;
-        match fs::metadata(path) {
-            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => Ok(Some(Self {
+        let (dir, name) = beneath::split(path)?;
+        let Some(dir) = Dir::open(dir)? else {
+            return Ok(None);
+        };
+        match dir.stat(name)? {
+            Some(now) if now.st_ino == held.ino() && now.st_dev == held.dev() => Ok(Some(Self {
                 file,
                 path: path.to_owned(),
             })),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("stat lock", path, e)),
+            _ => Ok(None),
         }
     }
 
@@ -94,15 +96,15 @@ impl Drop for SourceLock {
     }
 }
 
+/// Opens (creating) the lock file without following a symlink or blocking
+/// on a FIFO; anything but a regular file is refused.
 fn open(path: &Path) -> Result<File> {
-    File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(FILE_MODE)
-        .open(path)
-        .map_err(|e| Error::io("open lock", path, e))
+    let op = "open lock";
+    let (dir, name) = beneath::split(path)?;
+    let dir =
+        Dir::open(dir)?.ok_or_else(|| Error::io(op, path, std::io::ErrorKind::NotFound.into()))?;
+    dir.open_file(name, Access::Create, op)?
+        .ok_or_else(|| Error::io(op, path, std::io::ErrorKind::NotFound.into()))
 }
 
 #[cfg(test)]
@@ -139,5 +141,37 @@ mod tests {
         held.unlink().unwrap();
         stale.try_lock().unwrap();
         assert!(SourceLock::still_linked(stale, &path).unwrap().is_none());
+    }
+
+    #[test]
+    fn lock_symlink_is_refused_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        let path = dir.path().join("x.lock");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = SourceLock::try_acquire(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Refused {
+                    what: "a symlink",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!target.exists());
+    }
+
+    #[test]
+    fn fifo_lock_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = SourceLock::acquire_blocking(&path).unwrap_err();
+        assert!(
+            matches!(err, Error::Refused { what: "a FIFO", .. }),
+            "{err}"
+        );
     }
 }

@@ -4,10 +4,11 @@
 //! whose lock they can take: a source being refreshed is left alone.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
+use std::fs::{self, FileType};
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use crate::beneath::{self, Dir};
 use crate::error::{Error, Result};
 use crate::layout::{self, FileKind, Layout};
 use crate::lock::SourceLock;
@@ -23,29 +24,59 @@ pub type Scan = BTreeMap<SourceId, Vec<(PathBuf, FileKind)>>;
 /// # Errors
 ///
 /// [`Error::Io`] when the root or a tier directory cannot be listed.
+/// Only real tier directories (never a symlink to one) are listed, and only
+/// regular files are returned: anything else with a layout name is logged
+/// and left alone.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the root or a tier directory cannot be listed.
 pub fn scan(layout: &Layout) -> Result<Scan> {
     let mut found = Scan::new();
-    for tier in list_dir(layout.root())? {
+    for (tier, tier_type) in list_dir(layout.root())? {
         let Some(tier_name) = tier.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
             continue;
         };
-        if !layout::is_tier_dir(&tier_name) || !tier.is_dir() {
+        if !layout::is_tier_dir(&tier_name) {
             continue;
         }
-        for file in list_dir(&tier)? {
+        if !tier_type.is_dir() {
+            let what = beneath::kind_name(tier_type);
+            tracing::warn!(
+                "{}: left alone: it is {what}, not a tier directory",
+                tier.display()
+            );
+            continue;
+        }
+        for (file, file_type) in list_dir(&tier)? {
             let Some(file_name) = file.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if let Some((name, kind)) = layout::classify(file_name) {
-                let id = SourceId::new(&tier_name, &name)?;
-                found.entry(id).or_default().push((file, kind));
+            let Some((name, kind)) = layout::classify(file_name) else {
+                continue;
+            };
+            if !file_type.is_file() {
+                let what = beneath::kind_name(file_type);
+                tracing::warn!(
+                    "{}: left alone: it is {what}, not a regular file",
+                    file.display()
+                );
+                continue;
             }
+            let id = SourceId::new(&tier_name, &name)?;
+            found.entry(id).or_default().push((file, kind));
         }
     }
     Ok(found)
 }
 
-fn list_dir(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+/// The entries of a directory with their types (symlinks not followed).
+/// The directory itself is opened first without following symlinks, so a
+/// tier replaced by a symlink is refused rather than listed.
+fn list_dir(dir: &Path) -> Result<Vec<(PathBuf, FileType)>> {
+    if Dir::open(dir)?.is_none() {
+        return Ok(Vec::new());
+    }
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -53,10 +84,23 @@ fn list_dir(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
     };
     entries
         .map(|e| {
-            e.map(|e| e.path())
+            e.and_then(|e| Ok((e.path(), e.file_type()?)))
                 .map_err(|err| Error::io("list directory", dir, err))
         })
         .collect()
+}
+
+/// Takes a source's lock for recovery or prune; `Ok(None)` when it is held,
+/// or when the lock file is refused (a symlink, a FIFO, ...: logged, and the
+/// source left alone).
+fn try_lock(layout: &Layout, id: &SourceId) -> Result<Option<SourceLock>> {
+    match SourceLock::try_acquire(&layout.lock(id)) {
+        Err(e @ (Error::Refused { .. } | Error::NotOwned { .. })) => {
+            tracing::warn!("{id}: left alone: {e}");
+            Ok(None)
+        }
+        other => other,
+    }
 }
 
 /// Removes one source's temp files and its marker. The caller holds the
@@ -67,11 +111,12 @@ fn list_dir(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
 /// [`Error::Io`] when a file cannot be listed or removed.
 pub fn clear_leftovers(layout: &Layout, id: &SourceId) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    for path in list_dir(&layout.tier_dir(id))? {
-        let temp = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| is_temp_of(n, id));
+    for (path, file_type) in list_dir(&layout.tier_dir(id))? {
+        let temp = file_type.is_file()
+            && path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| is_temp_of(n, id));
         if temp && store::remove_if_present(&path, "remove temp file")? {
             removed.push(path);
         }
@@ -111,7 +156,7 @@ pub fn recover(layout: &Layout) -> Result<Recovered> {
         if !leftovers {
             continue;
         }
-        match SourceLock::try_acquire(&layout.lock(&id))? {
+        match try_lock(layout, &id)? {
             Some(_lock) => report.removed.extend(clear_leftovers(layout, &id)?),
             None => report.busy.push(id),
         }
@@ -148,7 +193,7 @@ pub fn prune(layout: &Layout, active: &BTreeSet<SourceId>, dry_run: bool) -> Res
         if active.contains(&id) {
             continue;
         }
-        let Some(lock) = SourceLock::try_acquire(&layout.lock(&id))? else {
+        let Some(lock) = try_lock(layout, &id)? else {
             report.in_flight.push(id);
             continue;
         };
@@ -168,7 +213,38 @@ pub fn prune(layout: &Layout, active: &BTreeSet<SourceId>, dry_run: bool) -> Res
     Ok(report)
 }
 
-fn remove_dir_if_empty(dir: &std::path::Path) {
+fn remove_dir_if_empty(dir: &Path) {
     // Fails harmlessly when the directory still has files.
     let _ = fs::remove_dir(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn prune_and_recover_leave_symlinks_and_fifos_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path().join("root"));
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::create_dir_all(layout.root().join("t")).unwrap();
+        fs::write(outside.join("gone.json"), b"[1]").unwrap();
+        fs::write(outside.join(".gone.ab.tmp"), b"[1]").unwrap();
+        symlink(&outside, layout.root().join("linked")).unwrap();
+        let fifo = layout.root().join("t/old.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        symlink(outside.join("gone.json"), layout.root().join("t/sym.json")).unwrap();
+        fs::write(layout.root().join("t/real.json"), b"[1]").unwrap();
+
+        let report = prune(&layout, &BTreeSet::new(), false).unwrap();
+        let real = SourceId::parse("t/real").unwrap();
+        assert_eq!(report.sources, vec![real]);
+        assert!(fs::symlink_metadata(&fifo).is_ok(), "the FIFO was deleted");
+        assert!(fs::symlink_metadata(layout.root().join("t/sym.json")).is_ok());
+        assert!(outside.join("gone.json").exists());
+        assert!(outside.join(".gone.ab.tmp").exists());
+        assert!(!layout.root().join("t/real.json").exists());
+    }
 }

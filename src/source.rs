@@ -154,6 +154,9 @@ pub struct Policy {
     pub backoff_base: Duration,
     /// Longest retry delay.
     pub backoff_cap: Duration,
+    /// Largest payload accepted from the refresher and read back from disk;
+    /// a bigger payload on disk is refused, never read whole.
+    pub max_output: usize,
 }
 
 impl Default for Policy {
@@ -164,6 +167,7 @@ impl Default for Policy {
             max_stale: None,
             backoff_base: Duration::from_secs(10),
             backoff_cap: Duration::from_secs(3600),
+            max_output: crate::refresher::DEFAULT_MAX_OUTPUT,
         }
     }
 }

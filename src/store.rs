@@ -5,38 +5,29 @@
 //! directory once after renaming everything it commits. Readers therefore see
 //! the old file or the new one, never a mix.
 
-use std::fs::{self, DirBuilder, File, Permissions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
+use crate::beneath::{self, Dir};
 use crate::error::{Error, Result};
 use crate::layout::TEMP_SUFFIX;
 
-/// Mode of the root and tier directories.
-pub const DIR_MODE: u32 = 0o700;
-/// Mode of every file.
-pub const FILE_MODE: u32 = 0o600;
+/// Largest sidecar, marker or stats file read: they are small; anything
+/// bigger is not one of ours.
+pub const SMALL_FILE_MAX: u64 = 64 << 20;
 
-/// Creates `dir` (and parents) with mode 0700 if missing, and tightens an
-/// existing one we own to 0700.
+/// Creates `dir` with mode 0700 if missing (its parent must be reachable
+/// without symlinks), and tightens an existing one we own to 0700.
 ///
 /// # Errors
 ///
-/// [`Error::Io`] when it cannot be created or its mode set.
+/// [`Error::Io`] when it cannot be created or its mode set,
+/// [`Error::Refused`] when it (or a component of it) is a symlink or not a
+/// directory, [`Error::NotOwned`] when another user owns it.
 pub fn ensure_dir(dir: &Path) -> Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(dir)
-        .map_err(|e| Error::io("create directory", dir, e))?;
-    let meta = fs::metadata(dir).map_err(|e| Error::io("stat directory", dir, e))?;
-    if meta.permissions().mode() & 0o777 != DIR_MODE {
-        fs::set_permissions(dir, Permissions::from_mode(DIR_MODE))
-            .map_err(|e| Error::io("set mode 0700 on", dir, e))?;
-    }
-    Ok(())
+    beneath::ensure_dir(dir).map(drop)
 }
 
 /// Writes `bytes` to `dest` atomically: temp file named `<prefix><random>.tmp`
@@ -45,7 +36,9 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
 ///
 /// # Errors
 ///
-/// [`Error::Io`] naming the step and path; the temp file is removed.
+/// [`Error::Io`] naming the step and path (the temp file is removed),
+/// [`Error::Refused`] when `dest` or its directory is not a regular file or
+/// a real directory.
 pub fn write_atomic(dest: &Path, prefix: &str, bytes: &[u8]) -> Result<SystemTime> {
     replace(dest, prefix, bytes, true)
 }
@@ -56,35 +49,39 @@ pub fn write_atomic(dest: &Path, prefix: &str, bytes: &[u8]) -> Result<SystemTim
 ///
 /// # Errors
 ///
-/// [`Error::Io`] naming the step and path; the temp file is removed.
+/// As [`write_atomic`].
 pub fn write_advisory(dest: &Path, prefix: &str, bytes: &[u8]) -> Result<SystemTime> {
     replace(dest, prefix, bytes, false)
 }
 
 fn replace(dest: &Path, prefix: &str, bytes: &[u8], durable: bool) -> Result<SystemTime> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(prefix)
-        .suffix(TEMP_SUFFIX)
-        .rand_bytes(8)
-        .permissions(Permissions::from_mode(FILE_MODE))
-        .tempfile_in(dir)
-        .map_err(|e| Error::io("create temp file in", dir, e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| Error::io("write temp file", tmp.path(), e))?;
-    if durable {
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| Error::io("fsync temp file", tmp.path(), e))?;
+    let (dir_path, name) = beneath::split(dest)?;
+    let dir = open_dir(dir_path, "create temp file in")?;
+    dir.check_regular(name, "replace")?;
+    let (mut file, tmp) = dir.create_temp(prefix, TEMP_SUFFIX)?;
+    let written = write_temp(&mut file, bytes, durable, &dir.path().join(&tmp))
+        .and_then(|mtime| dir.rename(&tmp, name).map(|()| mtime));
+    if written.is_err() {
+        let _ = dir.remove_file(tmp.as_ref(), "remove temp file");
     }
-    let mtime = tmp
-        .as_file()
-        .metadata()
+    written
+}
+
+fn write_temp(file: &mut File, bytes: &[u8], durable: bool, path: &Path) -> Result<SystemTime> {
+    file.write_all(bytes)
+        .map_err(|e| Error::io("write temp file", path, e))?;
+    if durable {
+        file.sync_all()
+            .map_err(|e| Error::io("fsync temp file", path, e))?;
+    }
+    file.metadata()
         .and_then(|m| m.modified())
-        .map_err(|e| Error::io("stat temp file", tmp.path(), e))?;
-    tmp.persist(dest)
-        .map_err(|e| Error::io("rename temp file over", dest, e.error))?;
-    Ok(mtime)
+        .map_err(|e| Error::io("stat temp file", path, e))
+}
+
+/// Opens a directory that must exist.
+fn open_dir(path: &Path, op: &'static str) -> Result<Dir> {
+    Dir::open(path)?.ok_or_else(|| Error::io(op, path, std::io::ErrorKind::NotFound.into()))
 }
 
 /// fsyncs a directory so that renames in it are durable.
@@ -93,9 +90,7 @@ fn replace(dest: &Path, prefix: &str, bytes: &[u8], durable: bool) -> Result<Sys
 ///
 /// [`Error::Io`] when it cannot be opened or synced.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync directory", dir, e))
+    open_dir(dir, "fsync directory")?.sync()
 }
 
 /// A payload as read: the bytes and the mtime of the same file descriptor.
@@ -108,84 +103,237 @@ pub struct Payload {
 }
 
 /// Reads a payload with one open, one fstat and one read. No locks.
-/// `Ok(None)` when it does not exist.
+/// `Ok(None)` when it does not exist. A payload larger than `max` bytes is
+/// refused without being read.
 ///
 /// # Errors
 ///
-/// [`Error::Io`] for any failure other than "not found".
-pub fn read_payload(path: &Path) -> Result<Option<Payload>> {
-    let Some((mut file, meta, modified)) = open_payload(path)? else {
+/// [`Error::TooLarge`] over `max`, [`Error::Refused`] when it is not a
+/// regular file, [`Error::Io`] for any failure other than "not found".
+pub fn read_payload_within(path: &Path, max: u64) -> Result<Option<Payload>> {
+    let Some((file, meta, modified)) = open_payload(path)? else {
         return Ok(None);
     };
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.read_to_end(&mut bytes)
-        .map_err(|e| Error::io("read payload", path, e))?;
+    let bytes = read_bounded(file, &meta, max, "payload", path)?;
     Ok(Some(Payload { bytes, modified }))
 }
 
+/// Reads an open file whole, refusing one whose size (as stat saw it) is
+/// over `max`, and never reading more than `max` bytes even if it grows.
+fn read_bounded(
+    file: File,
+    meta: &fs::Metadata,
+    max: u64,
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let too_large = |size| Error::TooLarge {
+        what,
+        path: path.to_owned(),
+        size,
+        max,
+    };
+    if meta.len() > max {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", path, e))?;
+    if bytes.len() as u64 > max {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// Opens a payload and stats it: the file, its metadata and its mtime.
-/// `Ok(None)` when it does not exist.
+/// `Ok(None)` when it does not exist. Never follows a symlink, never blocks
+/// on a FIFO.
 ///
 /// # Errors
 ///
-/// [`Error::Io`] for any failure other than "not found".
+/// [`Error::Refused`] when it is not a regular file, [`Error::Io`] for any
+/// failure other than "not found".
 pub fn open_payload(path: &Path) -> Result<Option<(File, fs::Metadata, SystemTime)>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("open payload", path, e)),
+    let Some((file, meta)) = beneath::open_regular(path, "read payload")? else {
+        return Ok(None);
     };
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io("stat payload", path, e))?;
     let modified = meta
         .modified()
         .map_err(|e| Error::io("stat payload", path, e))?;
     Ok(Some((file, meta, modified)))
 }
 
-/// Reads a small file whole; `Ok(None)` when it does not exist.
+/// Opens an existing regular file for reading; `Ok(None)` when it or its
+/// directory does not exist.
+fn open_regular(path: &Path, op: &'static str) -> Result<Option<File>> {
+    Ok(beneath::open_regular(path, op)?.map(|(file, _)| file))
+}
+
+/// Reads a small file (at most [`SMALL_FILE_MAX`] bytes) whole; `Ok(None)`
+/// when it does not exist.
 ///
 /// # Errors
 ///
+/// [`Error::Refused`] when it is not a regular file, [`Error::TooLarge`],
 /// [`Error::Io`] for any failure other than "not found".
 pub fn read_optional(path: &Path, op: &'static str) -> Result<Option<Vec<u8>>> {
-    match fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(op, path, e)),
-    }
+    let Some((file, meta)) = beneath::open_regular(path, op)? else {
+        return Ok(None);
+    };
+    read_bounded(file, &meta, SMALL_FILE_MAX, "file", path).map(Some)
 }
 
-/// Removes a file; a missing file is fine.
+/// Removes a regular file; a missing file is fine.
 ///
 /// # Errors
 ///
-/// [`Error::Io`] for any failure other than "not found".
+/// [`Error::Refused`] when it is not a regular file, [`Error::Io`] for any
+/// failure other than "not found".
 pub fn remove_if_present(path: &Path, op: &'static str) -> Result<bool> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io(op, path, e)),
+    let (dir, name) = beneath::split(path)?;
+    match Dir::open(dir)? {
+        Some(dir) => dir.remove_file(name, op),
+        None => Ok(false),
     }
 }
 
-/// Sets a file's mtime (renewing freshness without rewriting it).
+/// Sets a regular file's mtime (renewing freshness without rewriting it).
 ///
 /// # Errors
 ///
-/// [`Error::Io`] when it cannot be opened or touched.
+/// [`Error::Refused`] when it is not a regular file, [`Error::Io`] when it
+/// is missing or cannot be touched.
 pub fn touch(path: &Path, when: SystemTime) -> Result<()> {
-    File::options()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.set_modified(when))
-        .map_err(|e| Error::io("set mtime of", path, e))
+    let op = "set mtime of";
+    let file = open_regular(path, op)?
+        .ok_or_else(|| Error::io(op, path, std::io::ErrorKind::NotFound.into()))?;
+    file.set_modified(when).map_err(|e| Error::io(op, path, e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::beneath::FILE_MODE;
+
+    fn read_payload(path: &Path) -> Result<Option<Payload>> {
+        read_payload_within(path, crate::refresher::DEFAULT_MAX_OUTPUT as u64)
+    }
+    use std::fs::Permissions;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    fn refused(e: Error) -> &'static str {
+        match e {
+            Error::Refused { what, .. } => what,
+            other => panic!("expected a refusal, got {other}"),
+        }
+    }
+
+    #[test]
+    fn symlinked_directory_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::set_permissions(&outside, Permissions::from_mode(0o755)).unwrap();
+        symlink(&outside, dir.path().join("tier")).unwrap();
+        let dest = dir.path().join("tier/x.json");
+        let err = write_atomic(&dest, ".x.", b"[1]").unwrap_err();
+        assert!(err.to_string().contains("tier: it is a symlink"), "{err}");
+        assert_eq!(
+            refused(ensure_dir(&dir.path().join("tier")).unwrap_err()),
+            "a symlink"
+        );
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+        let mode = fs::metadata(&outside).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "the outside directory was chmodded");
+    }
+
+    #[test]
+    fn symlinked_file_is_never_read_touched_or_deleted_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target.json");
+        fs::write(&target, b"[\"secret\"]").unwrap();
+        let old = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        File::options()
+            .write(true)
+            .open(&target)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let link = dir.path().join("x.json");
+        symlink(&target, &link).unwrap();
+        assert_eq!(refused(read_payload(&link).unwrap_err()), "a symlink");
+        assert_eq!(
+            refused(read_optional(&link, "read").unwrap_err()),
+            "a symlink"
+        );
+        assert_eq!(
+            refused(touch(&link, SystemTime::now()).unwrap_err()),
+            "a symlink"
+        );
+        assert_eq!(
+            refused(remove_if_present(&link, "remove").unwrap_err()),
+            "a symlink"
+        );
+        assert_eq!(
+            refused(write_atomic(&link, ".x.", b"[]").unwrap_err()),
+            "a symlink"
+        );
+        assert_eq!(fs::metadata(&target).unwrap().modified().unwrap(), old);
+        assert_eq!(fs::read(&target).unwrap(), b"[\"secret\"]");
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
+
+    #[test]
+    fn fifo_payload_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("x.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = read_payload(&fifo).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("refusing to read payload {}: it is a FIFO", fifo.display())
+        );
+        assert_eq!(
+            refused(read_optional(&fifo, "read sidecar").unwrap_err()),
+            "a FIFO"
+        );
+        assert_eq!(
+            refused(touch(&fifo, SystemTime::now()).unwrap_err()),
+            "a FIFO"
+        );
+        assert_eq!(
+            refused(remove_if_present(&fifo, "prune").unwrap_err()),
+            "a FIFO"
+        );
+        let sub = dir.path().join("d.json");
+        fs::create_dir(&sub).unwrap();
+        assert_eq!(refused(read_payload(&sub).unwrap_err()), "a directory");
+    }
+
+    #[test]
+    fn oversize_payload_is_refused_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.json");
+        File::create(&path).unwrap().set_len(2 << 30).unwrap();
+        let started = std::time::Instant::now();
+        let err = read_payload_within(&path, 1 << 20).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(
+            matches!(err, Error::TooLarge { size, max, .. } if size == 2 << 30 && max == 1 << 20),
+            "{err}"
+        );
+        fs::write(&path, b"[1]").unwrap();
+        assert_eq!(
+            read_payload_within(&path, 3).unwrap().unwrap().bytes,
+            b"[1]"
+        );
+    }
 
     #[test]
     fn write_atomic_replaces_and_leaves_no_temp() {

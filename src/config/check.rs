@@ -156,6 +156,7 @@ impl<'a> Checker<'a> {
         let backoff_cap = self.duration(scope, "backoff_cap", &raw.backoff_cap);
         let max_output = self.size(scope, "max_output", &raw.max_output);
         let b = &base.policy;
+        let max_output = max_output?.unwrap_or(base.max_output);
         let resolved = Base {
             policy: Policy {
                 ttl: ttl?.unwrap_or(b.ttl),
@@ -163,8 +164,9 @@ impl<'a> Checker<'a> {
                 max_stale: max_stale?.or(b.max_stale),
                 backoff_base: backoff_base?.unwrap_or(b.backoff_base),
                 backoff_cap: backoff_cap?.unwrap_or(b.backoff_cap),
+                max_output,
             },
-            max_output: max_output?.unwrap_or(base.max_output),
+            max_output,
         };
         self.relations(scope, raw, &resolved.policy)?;
         Ok(resolved)

@@ -12,6 +12,7 @@
 //! - `daemon`: the real binary serving a temp root on a temp socket.
 //! - `secrets`: no form of a secret in any output, log or file at trace.
 //! - `orphans`: a holder that dies leaves no refresher running.
+//! - `hostile`: symlinks, FIFOs, huge payloads and foreign owners in the root.
 
 mod helpers;
 
@@ -21,6 +22,7 @@ mod config_safety;
 mod daemon;
 mod direct;
 mod full_disk;
+mod hostile;
 mod http_refresher;
 mod invalidate;
 mod orphans;

@@ -101,6 +101,7 @@ fn the_full_shape_parses_with_defaults_applied() {
             max_stale: Some(secs(7 * 86400)),
             backoff_base: secs(10),
             backoff_cap: secs(3600),
+            max_output: 512 << 10,
         }
     );
     let Refresher::Http(http) = &router.refresher else {
