@@ -126,6 +126,7 @@ impl From<&crate::Error> for WireError {
             crate::Error::InvalidSource(_) => ErrorCode::InvalidSource,
             crate::Error::RefreshFailed { .. } => ErrorCode::RefreshFailed,
             crate::Error::Timeout { .. } => ErrorCode::Timeout,
+            crate::Error::TooLarge { .. } => ErrorCode::TooLarge,
             _ => ErrorCode::Internal,
         };
         Self::new(code, e.to_string())
@@ -162,5 +163,12 @@ mod tests {
         assert_eq!(WireError::from(&bad).code, ErrorCode::InvalidSource);
         let internal = crate::Error::Internal("boom".into());
         assert_eq!(WireError::from(&internal).code, ErrorCode::Internal);
+        let huge = crate::Error::TooLarge {
+            what: "payload",
+            path: "/r/t/x.json".into(),
+            size: 2 << 30,
+            max: 1 << 20,
+        };
+        assert_eq!(WireError::from(&huge).code, ErrorCode::TooLarge);
     }
 }
