@@ -12,6 +12,7 @@
 //! - `daemon`: the real binary serving a temp root on a temp socket.
 //! - `secrets`: no form of a secret in any output, log or file at trace.
 //! - `orphans`: a holder that dies leaves no refresher running.
+//! - `fizeau`: fizeau's real Go package on the same root (needs Go).
 
 mod helpers;
 
@@ -20,6 +21,7 @@ mod command_refresher;
 mod config_safety;
 mod daemon;
 mod direct;
+mod fizeau;
 mod full_disk;
 mod http_refresher;
 mod invalidate;
