@@ -37,8 +37,8 @@ impl FileId {
     }
 }
 
-/// A small regular file's bytes, its identity and its mtime.
-#[derive(Debug, Clone)]
+/// A small regular file's bytes, its identity and its mtime, still open.
+#[derive(Debug)]
 pub struct SmallFile {
     /// The whole content.
     pub bytes: Vec<u8>,
@@ -46,6 +46,20 @@ pub struct SmallFile {
     pub id: FileId,
     /// Its last modification.
     pub mtime: SystemTime,
+    /// The open file (so its inode stays its own while it is judged).
+    pub file: std::fs::File,
+}
+
+impl SmallFile {
+    /// True when another open file holds a `flock` on it: a format 1
+    /// discocache process owning a refresh through `<name>.lock`. (When
+    /// not, this takes the flock itself, held until `self` is dropped.)
+    pub fn flocked_by_other(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+    }
 }
 
 /// An open tier directory.
@@ -125,7 +139,8 @@ impl TierDir {
             return Err(self.refused(name, "not a regular file"));
         }
         let mut bytes = Vec::new();
-        std::fs::File::from(fd)
+        let mut file = std::fs::File::from(fd);
+        (&mut file)
             .take(SMALL_FILE_MAX + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| Error::io("read", self.path_of(name), e))?;
@@ -136,6 +151,7 @@ impl TierDir {
             bytes,
             id: FileId::of(&st),
             mtime: mtime_of(&st),
+            file,
         }))
     }
 

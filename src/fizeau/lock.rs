@@ -7,7 +7,10 @@
 //!
 //! - an empty or unparsable lock is cleared once it is older than
 //!   [`LockRules::unparsable_after`] (it is a crash leftover: a live holder
-//!   writes its payload microseconds after creating the file);
+//!   writes its payload microseconds after creating the file), unless
+//!   another process holds a `flock` on it: that is a format 1 discocache
+//!   process refreshing through its persistent `<name>.lock`, and deleting
+//!   the file it holds would let a second refresher in;
 //! - a lock is removed (on release, or when cleared) only while its name
 //!   still holds the inode that was judged;
 //! - the wait is bounded by [`LockRules::bound`], longer than fizeau's, and
@@ -55,6 +58,9 @@ pub enum LockVerdict {
     Live(i64),
     /// Empty or unparsable but young: its holder may be writing it; wait.
     YoungUnparsable(Duration),
+    /// Empty or unparsable and flocked: a format 1 discocache process owns
+    /// a refresh through it; wait (never delete a file someone flocks).
+    Format1Holder,
 }
 
 impl LockVerdict {
@@ -159,7 +165,10 @@ impl<'a> ShortLock<'a> {
         let age = SystemTime::now()
             .duration_since(file.mtime)
             .unwrap_or_default();
-        let verdict = judge_lock(&file.bytes, age, rules, super::pid_alive);
+        let mut verdict = judge_lock(&file.bytes, age, rules, super::pid_alive);
+        if matches!(verdict, LockVerdict::OldUnparsable(_)) && file.flocked_by_other() {
+            verdict = LockVerdict::Format1Holder;
+        }
         if !verdict.clears() {
             return Ok(Some(verdict));
         }
@@ -220,6 +229,9 @@ fn timed_out(dir: &TierDir, names: &Names, bound: Duration, verdict: &LockVerdic
         LockVerdict::Live(pid) => format!("held by live pid {pid}"),
         LockVerdict::YoungUnparsable(age) => {
             format!("empty or unparsable, written {age:?} ago (a leftover is cleared once older)")
+        }
+        LockVerdict::Format1Holder => {
+            "empty and flocked by a format 1 discocache process refreshing".to_owned()
         }
         other => format!("{other:?}"),
     };

@@ -198,3 +198,34 @@ fn judge_lock_rules() {
     assert!(LockVerdict::DeadPid(dead_pid()).clears());
     assert!(!LockVerdict::Live(7).clears());
 }
+
+#[test]
+fn old_empty_lock_flocked_by_a_format_1_holder_is_never_cleared() {
+    use std::os::fd::AsRawFd;
+    let (tmp, dir, names) = setup();
+    std::fs::write(lock_path(&tmp), "").unwrap();
+    set_mtime(
+        &lock_path(&tmp),
+        SystemTime::now() - Duration::from_secs(60),
+    );
+    let holder = std::fs::File::open(lock_path(&tmp)).unwrap();
+    // SAFETY: flock on a descriptor the test owns.
+    assert_eq!(
+        unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    let err = ShortLock::acquire(&dir, &names, &fast())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("flocked by a format 1 discocache process"),
+        "{err}"
+    );
+    assert!(lock_path(&tmp).exists());
+    drop(holder);
+    // Once it is released, the leftover is cleared.
+    ShortLock::acquire(&dir, &names, &fast())
+        .unwrap()
+        .release()
+        .unwrap();
+}

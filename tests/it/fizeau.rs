@@ -2,7 +2,9 @@
 //! root, against the real binary in direct mode.
 //!
 //! The tests that run today prove what holds already: each reads the
-//! other's payloads (same bytes, ages that agree). The ignored ones state
+//! other's payloads (same bytes, ages that agree), and fizeau parses and
+//! honours the short lock and the markers in the shape format 2 writes
+//! them (src/fizeau). The ignored ones state
 //! what on-disk format 2 (DESIGN §4-§6, issue 12) must make true; they fail
 //! on format 1 and are switched on when it is wired in.
 
@@ -304,4 +306,98 @@ command = ["sh", "-c", "echo run >> @DIR@/runs; read go < @DIR@/gate; echo '{\"n
     for out in outs {
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
+}
+
+/// RFC 3339 UTC with milliseconds, as discocache writes times.
+fn ms_time(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The marker discocache's format 2 writes (src/fizeau/marker.rs: fizeau's
+/// fields with millisecond times, plus `token` and `pgid`).
+fn discocache_marker(deadline_in: std::time::Duration, last_error: Option<&str>) -> String {
+    let now = std::time::SystemTime::now();
+    let mut m = serde_json::json!({
+        "pid": std::process::id(),
+        "started_at": ms_time(now),
+        "deadline": ms_time(now + deadline_in),
+        "token": "0123456789abcdef",
+        "pgid": 4242,
+    });
+    if let Some(e) = last_error {
+        m["last_error"] = e.into();
+    }
+    m.to_string()
+}
+
+#[test]
+fn fizeau_honours_markers_in_the_shape_discocache_writes() {
+    use std::time::Duration;
+    let Some(bin) = driver() else { return };
+    let env = Env::new(FILE_SOURCE);
+    let tier = env.root().join("discovery");
+    fs::create_dir_all(&tier).unwrap();
+    let marker = tier.join("models.refreshing");
+    let fz = env.fizeau(bin, "discovery/models");
+
+    fs::write(&marker, discocache_marker(Duration::from_secs(10), None)).unwrap();
+    let state = fz.run(&[], "state");
+    assert_eq!(state.json["in_flight"], true, "{}", state.json);
+    assert_eq!(state.json["failed"], false, "{}", state.json);
+    let maybe = fz.run(&["-ttl", "0s", "-bytes", "{}"], "maybe-refresh");
+    assert_eq!(
+        maybe.json["claimed"], false,
+        "fizeau claimed over our marker: {}",
+        maybe.json
+    );
+
+    let failed = discocache_marker(Duration::from_secs(60), Some("origin said 503"));
+    fs::write(&marker, failed).unwrap();
+    let state = fz.run(&[], "state");
+    assert_eq!(state.json["failed"], true, "{}", state.json);
+    assert_eq!(state.json["last_error"], "origin said 503");
+    let sync = fz.run(&["-ttl", "0s", "-bytes", "{}"], "maybe-refresh-sync");
+    assert!(sync.ok, "{}", sync.json);
+    assert!(
+        !tier.join("models.json").exists(),
+        "fizeau ignored our failure cooldown"
+    );
+}
+
+/// The short lock discocache's format 2 writes (src/fizeau/lock.rs).
+fn discocache_lock(pid: u32) -> String {
+    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+    serde_json::json!({ "pid": pid, "started_at": now }).to_string()
+}
+
+#[test]
+fn fizeau_parses_the_short_lock_discocache_writes() {
+    let Some(bin) = driver() else { return };
+    let env = Env::new(FILE_SOURCE);
+    let tier = env.root().join("discovery");
+    fs::create_dir_all(&tier).unwrap();
+    let fz = env.fizeau(bin, "discovery/models");
+
+    // Held by a live process (this one): fizeau waits, then gives up.
+    fs::write(
+        tier.join("models.lock"),
+        discocache_lock(std::process::id()),
+    )
+    .unwrap();
+    let run = fz.run(&["-bytes", "{}"], "refresh");
+    assert!(!run.ok, "fizeau took a lock we hold: {}", run.json);
+    assert!(
+        run.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out acquiring lock")
+    );
+
+    // Left by a dead process: fizeau clears it.
+    let mut dead = Command::new("true").spawn().unwrap();
+    dead.wait().unwrap();
+    fs::write(tier.join("models.lock"), discocache_lock(dead.id())).unwrap();
+    let run = fz.run(&["-bytes", "{\"ok\": 1}"], "refresh");
+    assert!(run.ok, "{}", run.json);
+    assert!(!tier.join("models.lock").exists());
 }
