@@ -229,3 +229,29 @@ fn old_empty_lock_flocked_by_a_format_1_holder_is_never_cleared() {
         .release()
         .unwrap();
 }
+
+#[test]
+fn short_lock_admits_one_holder_at_a_time() {
+    use std::sync::Barrier;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (_tmp, dir, names) = setup();
+    let inside = AtomicUsize::new(0);
+    let most = AtomicUsize::new(0);
+    let barrier = Barrier::new(8);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                barrier.wait();
+                for _ in 0..25 {
+                    let lock = ShortLock::acquire(&dir, &names, &LockRules::default()).unwrap();
+                    let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(n, Ordering::SeqCst);
+                    std::thread::yield_now();
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    assert!(lock.release().unwrap(), "our lock was taken from us");
+                }
+            });
+        }
+    });
+    assert_eq!(most.load(Ordering::SeqCst), 1);
+}
