@@ -83,7 +83,11 @@ impl Names {
         if !dir::plain_name(name) {
             let cause =
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a plain source name");
-            return Err(crate::Error::io("name fizeau's files of", name, cause));
+            return Err(crate::Error::io(
+                "build the file names of source",
+                name,
+                cause,
+            ));
         }
         Ok(Self {
             stem: name.to_owned(),
