@@ -13,6 +13,7 @@
 //! - `secrets`: no form of a secret in any output, log or file at trace.
 //! - `orphans`: a holder that dies leaves no refresher running.
 //! - `hostile`: symlinks, FIFOs, huge payloads and foreign owners in the root.
+//! - `fizeau`: fizeau's real Go package on the same root (needs Go).
 
 mod helpers;
 
@@ -21,6 +22,7 @@ mod command_refresher;
 mod config_safety;
 mod daemon;
 mod direct;
+mod fizeau;
 mod full_disk;
 mod hostile;
 mod http_refresher;
