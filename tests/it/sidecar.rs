@@ -132,6 +132,12 @@ async fn payload_newer_than_its_sidecar_counts_as_a_commit() {
     edit_meta(&cache, &s, |m| m.revision = 5);
     // Another program (or a commit whose sidecar was lost) replaced it.
     fs::write(cache.layout().payload(&s.id), b"[1, 2]").unwrap();
+    // Failures in between do not count it again.
+    for _ in 0..2 {
+        let f = |_| async { Err(discocache::FetchError::new("down")) };
+        cache.refresh(&s, f).await.unwrap_err();
+        assert_eq!(cache.refresh_state(&s.id).unwrap().revision, 6);
+    }
     assert_eq!(commit(&cache, &s, "[3]").await.revision(), 7);
 }
 
