@@ -211,14 +211,16 @@ impl Unsaved {
         };
     }
 
-    /// The record of `id` kept here, when it is newer than `disk`'s.
+    /// The record of `id` kept here, unless `disk` records a later attempt
+    /// (attempt times have millisecond precision: a tie goes to the record
+    /// kept here, which was made after that sidecar was read).
     fn newer_than(&self, id: &SourceId, disk: Option<&Meta>) -> Option<Meta> {
         let map = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mem = map.get(id)?;
-        let newer = disk.is_none_or(|d| mem.last_attempt_at > d.last_attempt_at);
+        let newer = disk.is_none_or(|d| mem.last_attempt_at >= d.last_attempt_at);
         newer.then(|| mem.clone())
     }
 }
@@ -475,7 +477,7 @@ impl Cache {
             .newer_than(id, None)
             .map(|m| Attempts::of(&m));
         let attempts = match kept {
-            Some(kept) if kept.last_attempt_at > attempts.last_attempt_at => &Attempts {
+            Some(kept) if kept.last_attempt_at >= attempts.last_attempt_at => &Attempts {
                 sidecar_damaged: attempts.sidecar_damaged.clone(),
                 ..kept
             },
@@ -598,7 +600,7 @@ fn check_due(layout: &Layout, source: &Source, kept: Option<&Meta>, claim: bool)
         Some(kept)
             if disk
                 .as_ref()
-                .is_none_or(|d| kept.last_attempt_at > d.last_attempt_at) =>
+                .is_none_or(|d| kept.last_attempt_at >= d.last_attempt_at) =>
         {
             Some(kept.clone())
         }
