@@ -314,3 +314,29 @@ async fn daemon_resumes_background_refresh_after_a_year_9999_retry_time() {
         (count(&counter) >= 1).then_some(())
     });
 }
+
+#[test]
+fn daemon_serves_a_payload_dated_2100_as_stale() {
+    let mut d = TestDaemon::start(&config(&sh_source("t/f", "1h", "10s", "echo '[1]'")));
+    d.wait_data("t/f");
+    let payload = Layout::new(&d.root).payload(&discocache::SourceId::parse("t/f").unwrap());
+    let file = fs::File::options().write(true).open(payload).unwrap();
+    file.set_modified(at(YEAR_2100)).unwrap();
+    let get =
+        serde_json::json!({"op": "get", "source": "t/f", "refresh": "never", "max_age_ms": 1000});
+    let socket = d.socket.clone();
+    let ask = |request: &serde_json::Value| {
+        let mut client = discocache::client::Client::connect(&socket).expect("connect");
+        client.request(request).expect("request")
+    };
+    d.wait("the daemon to see the new mtime", || {
+        let r = ask(&get);
+        (r["fresh"] == false).then_some(())
+    });
+    let r = ask(&get);
+    assert_eq!(
+        (&r["fresh"], &r["stale"]),
+        (&false.into(), &true.into()),
+        "{r}"
+    );
+}
