@@ -212,17 +212,23 @@ impl Unsaved {
         };
     }
 
-    /// The record of `id` kept here, unless `disk`'s is newer (timestamps
-    /// are kept to the millisecond, so a tie goes to this process's own
-    /// later attempt).
-    fn newer_than(&self, id: &SourceId, disk: Option<&Meta>) -> Option<Meta> {
+    /// The record of `id` kept here, unless the sidecar records a later
+    /// attempt than it (`disk_attempt`). Attempt times have millisecond
+    /// precision: a tie goes to the record kept here, which was made after
+    /// that sidecar was read.
+    fn newer_than(&self, id: &SourceId, disk_attempt: Option<Timestamp>) -> Option<Meta> {
         let map = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mem = map.get(id)?;
-        let newer = disk.is_none_or(|d| mem.last_attempt_at >= d.last_attempt_at);
-        newer.then(|| mem.clone())
+        (mem.last_attempt_at >= disk_attempt).then(|| mem.clone())
+    }
+
+    /// The newer of the sidecar's record and the one kept here.
+    fn latest(&self, id: &SourceId, disk: Option<Meta>) -> Option<Meta> {
+        let disk_attempt = disk.as_ref().and_then(|d| d.last_attempt_at);
+        self.newer_than(id, disk_attempt).or(disk)
     }
 }
 
@@ -326,7 +332,7 @@ impl Cache {
     /// None today; kept fallible for callers that propagate file errors.
     pub fn meta(&self, id: &SourceId) -> Result<Option<Meta>> {
         let disk = refresh::read_meta(self.layout(), id)?;
-        Ok(self.inner.unsaved.newer_than(id, disk.as_ref()).or(disk))
+        Ok(self.inner.unsaved.latest(id, disk))
     }
 
     /// The sidecar of a source as found on disk: missing, intact or damaged.
@@ -348,8 +354,7 @@ impl Cache {
         F: FnOnce(FetchContext) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
     {
-        let layout = self.layout().clone();
-        let (src, unsaved) = (source.clone(), Arc::clone(&self.inner.unsaved));
+        let (layout, src, unsaved) = self.parts(source);
         let ticket = self
             .inner
             .flights
@@ -372,18 +377,14 @@ impl Cache {
         if self.inner.flights.in_flight(&source.id) {
             return Ok(Background::InFlight);
         }
-        let (layout, src, kept) = (self.layout().clone(), source.clone(), self.kept(&source.id));
-        let lock = match blocking(move || check_due(&layout, &src, kept.as_ref(), true)).await? {
+        let (layout, src, unsaved) = self.parts(source);
+        let lock = match blocking(move || check_due(&layout, &unsaved, &src, true)).await? {
             Due::Fresh => return Ok(Background::Fresh),
             Due::BackingOff(until) => return Ok(Background::BackingOff { until }),
             Due::Busy => return Ok(Background::InFlight),
             Due::Claimed(lock) => lock,
         };
-        let (layout, src, unsaved) = (
-            self.layout().clone(),
-            source.clone(),
-            Arc::clone(&self.inner.unsaved),
-        );
+        let (layout, src, unsaved) = self.parts(source);
         let ticket = self
             .inner
             .flights
@@ -406,8 +407,8 @@ impl Cache {
         F: FnOnce(FetchContext) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
     {
-        let (layout, src, kept) = (self.layout().clone(), source.clone(), self.kept(&source.id));
-        match blocking(move || check_due(&layout, &src, kept.as_ref(), false)).await? {
+        let (layout, src, unsaved) = self.parts(source);
+        match blocking(move || check_due(&layout, &unsaved, &src, false)).await? {
             Due::Fresh => Ok(Ensured::Fresh),
             Due::BackingOff(until) => Ok(Ensured::BackingOff { until }),
             Due::Busy | Due::Claimed(_) => self.refresh(source, f).await.map(Ensured::Refreshed),
@@ -460,10 +461,11 @@ impl Cache {
         Ok(self.state_of(id, &attempts, marker.as_ref()))
     }
 
-    /// The record this process keeps in memory for `id` (its sidecar could
-    /// not be written).
-    fn kept(&self, id: &SourceId) -> Option<Meta> {
-        self.inner.unsaved.newer_than(id, None)
+    /// What a refresh task takes along: the layout, the source, and the
+    /// records kept in memory.
+    fn parts(&self, source: &Source) -> (Layout, Source, Arc<Unsaved>) {
+        let unsaved = Arc::clone(&self.inner.unsaved);
+        (self.layout().clone(), source.clone(), unsaved)
     }
 
     /// True while a refresh of `id` runs in this process.
@@ -480,17 +482,13 @@ impl Cache {
         attempts: &Attempts,
         marker: Option<&Marker>,
     ) -> RefreshState {
-        let kept = self
-            .inner
-            .unsaved
-            .newer_than(id, None)
-            .map(|m| Attempts::of(&m));
-        let attempts = match kept {
-            Some(kept) if kept.last_attempt_at > attempts.last_attempt_at => &Attempts {
+        let kept = self.inner.unsaved.newer_than(id, attempts.last_attempt_at);
+        let attempts = &match kept {
+            Some(kept) => Attempts {
                 sidecar_damaged: attempts.sidecar_damaged.clone(),
-                ..kept
+                ..Attempts::of(&kept)
             },
-            _ => attempts,
+            None => attempts.clone(),
         };
         let here = self.in_flight_here(id);
         let live = marker.is_some_and(|m| m.looks_live(Timestamp::now(), WAIT_GRACE));
@@ -630,9 +628,9 @@ enum Due {
 }
 
 /// Is a refresh due? Fresh data, backoff (from the sidecar, or the newer
-/// record `kept` in memory), a running refresh (lock held), or claimed
-/// (when `claim`) / due.
-fn check_due(layout: &Layout, source: &Source, kept: Option<&Meta>, claim: bool) -> Result<Due> {
+/// record kept in memory), a running refresh (lock held), or claimed (when
+/// `claim`) / due.
+fn check_due(layout: &Layout, unsaved: &Unsaved, source: &Source, claim: bool) -> Result<Due> {
     let payload = layout.payload(&source.id);
     let now = SystemTime::now();
     let fresh = match std::fs::metadata(&payload) {
@@ -649,17 +647,7 @@ fn check_due(layout: &Layout, source: &Source, kept: Option<&Meta>, claim: bool)
         return Ok(Due::Fresh);
     }
     // A damaged sidecar has no backoff to honour; the refresh heals it.
-    let disk = refresh::read_meta(layout, &source.id)?;
-    let meta = match kept {
-        Some(kept)
-            if disk
-                .as_ref()
-                .is_none_or(|d| kept.last_attempt_at > d.last_attempt_at) =>
-        {
-            Some(kept.clone())
-        }
-        _ => disk,
-    };
+    let meta = unsaved.latest(&source.id, refresh::read_meta(layout, &source.id)?);
     let now = Timestamp::from(now);
     let (recorded, last) = meta.map_or((None, None), |m| (m.next_retry_at, m.last_attempt_at));
     let retry = freshness::retry_at(recorded, last, now, &source.policy);
@@ -758,7 +746,7 @@ where
     let kept = Arc::clone(&unsaved);
     let mut holder = blocking(move || {
         let mut holder = Holder::start(&l, &id, lock, deadline)?;
-        if let Some(record) = kept.newer_than(&id, Some(&holder.meta)) {
+        if let Some(record) = kept.newer_than(&id, holder.meta.last_attempt_at) {
             holder.adopt(record);
         }
         Ok(holder)

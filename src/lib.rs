@@ -65,6 +65,7 @@ pub mod stats;
 mod store;
 
 pub use cache::{Background, Cache, Ensured, Entry, Invalidated, RefreshState, Source};
+pub use layout::Layout;
 pub use meta::{Meta, Timestamp};
 pub use prune::{Pruned, Recovered};
 pub use refresh::Refreshed;

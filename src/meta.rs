@@ -371,6 +371,36 @@ mod tests {
     }
 
     #[test]
+    fn damaged_sidecars_keep_a_legible_revision() {
+        let p = Path::new("/r/t/x.meta.json");
+        let id = SourceId::parse("t/x").unwrap();
+        let mut meta = Meta::new(&id);
+        meta.revision = 41;
+        let good = serde_json::to_vec_pretty(&meta).unwrap();
+        assert_eq!(
+            Sidecar::judge(Some(&good), p),
+            Sidecar::Intact(Box::new(meta))
+        );
+        assert_eq!(Sidecar::judge(None, p), Sidecar::Missing);
+        let half = Sidecar::judge(Some(&good[..good.len() / 2]), p);
+        let damage = half.damage().expect("damaged");
+        assert_eq!(damage.revision, Some(41));
+        assert!(
+            damage.reason.contains("/r/t/x.meta.json"),
+            "{}",
+            damage.reason
+        );
+        let garbage = Sidecar::judge(Some(b"\x00\xff"), p);
+        assert_eq!(garbage.damage().map(|d| d.revision), Some(None));
+        assert_eq!(salvage_revision(b"{\"revision\" :  7,"), Some(7));
+        assert_eq!(salvage_revision(b"{\"revision\": -1"), None);
+        assert_eq!(
+            salvage_revision(b"{\"revision\": 99999999999999999999999"),
+            None
+        );
+    }
+
+    #[test]
     fn marker_liveness_uses_pid_and_deadline() {
         let m = Marker::new(Duration::from_secs(10));
         assert_eq!(m.pid, std::process::id());

@@ -85,32 +85,46 @@ pub fn read_meta(layout: &Layout, id: &SourceId) -> Result<Option<Meta>> {
     })
 }
 
-/// The revision the payload on disk is taken to have, by the rule that a
-/// revision never goes backwards: the sidecar's, plus one when the payload
-/// is newer than the sidecar says (a commit whose sidecar was lost, or a
-/// payload written by another program). With no legible revision but a
-/// payload present, the current time in Unix milliseconds: above any
-/// revision counted one per commit since (commits take longer than 1 ms).
-pub fn payload_revision(layout: &Layout, id: &SourceId, sidecar: &Sidecar) -> u64 {
+/// The record of the payload on disk, by the rule that a revision never
+/// goes backwards. Its revision is the sidecar's, plus one when the payload
+/// is newer or of another size than the sidecar records (a commit whose
+/// sidecar was lost, or a payload written by another program); or the
+/// revision still legible in a damaged sidecar; or, with none legible but a
+/// payload present, the current time in Unix milliseconds (above any
+/// revision counted one per commit since: a commit takes longer than 1 ms).
+/// When the sidecar does not describe the payload, the record takes the
+/// payload's mtime and size, so that the next look agrees with it.
+pub fn payload_record(layout: &Layout, id: &SourceId, sidecar: Sidecar) -> Meta {
     let payload = std::fs::symlink_metadata(layout.payload(id)).ok();
-    let time_floor = || payload.as_ref().map_or(0, |_| Timestamp::now().unix_ms());
-    match sidecar {
+    let Some(payload) = payload else {
+        return match sidecar {
+            Sidecar::Intact(meta) => *meta,
+            Sidecar::Missing | Sidecar::Damaged(_) => Meta::new(id),
+        };
+    };
+    let modified = payload.modified().ok().map(Timestamp::from);
+    let (mut meta, revision) = match sidecar {
         Sidecar::Intact(meta) => {
-            let newer = payload.as_ref().is_some_and(|p| {
-                let modified = p.modified().ok().map(Timestamp::from);
-                meta.bytes != Some(p.len()) || modified > meta.fetched_at
-            });
-            if newer && meta.revision > 0 {
-                meta.revision.saturating_add(1)
-            } else {
-                meta.revision
+            let newer = meta.bytes != Some(payload.len()) || modified > meta.fetched_at;
+            if !newer {
+                return *meta;
             }
+            let revision = match meta.revision {
+                0 => 0,
+                r => r.saturating_add(1),
+            };
+            (*meta, revision)
         }
         Sidecar::Damaged(Damage {
             revision: Some(r), ..
-        }) => *r,
-        Sidecar::Damaged(_) | Sidecar::Missing => time_floor(),
-    }
+        }) => (Meta::new(id), r),
+        Sidecar::Damaged(_) | Sidecar::Missing => (Meta::new(id), Timestamp::now().unix_ms()),
+    };
+    meta.revision = revision;
+    meta.fetched_at = modified;
+    meta.bytes = Some(payload.len());
+    meta.sha256 = None;
+    meta
 }
 
 /// Reads a source's marker; `Ok(None)` when there is none (or it is
@@ -160,12 +174,7 @@ impl Holder {
         if let Some(damage) = sidecar.damage() {
             tracing::warn!("{id}: {}; the next commit rewrites it", damage.reason);
         }
-        let revision = payload_revision(layout, id, &sidecar);
-        let mut meta = match sidecar {
-            Sidecar::Intact(meta) => *meta,
-            Sidecar::Missing | Sidecar::Damaged(_) => Meta::new(id),
-        };
-        meta.revision = revision;
+        let meta = payload_record(layout, id, sidecar);
         let marker = Marker::new(deadline);
         let bytes = serde_json::to_vec(&marker).expect("marker serialises");
         let unmarked = store::write_advisory(&layout.marker(id), &Layout::temp_prefix(id), &bytes)

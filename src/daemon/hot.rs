@@ -12,13 +12,14 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
 use super::state::Daemon;
 use super::view::Held;
 use crate::cache::RefreshState;
+use crate::freshness;
 use crate::protocol::{Envelope, GetBody, RefreshMode, Request, Response, to_line};
 use crate::stats::{Counter, millis};
 
@@ -101,13 +102,12 @@ impl Daemon {
         let Some(hot) = self.view.hot(&req.source) else {
             return false;
         };
-        let age = SystemTime::now()
-            .duration_since(hot.held.modified)
-            .unwrap_or_default();
-        let policy = &sc.policy;
-        let fresh = age < policy.ttl
-            && policy.max_stale.is_none_or(|m| age <= m)
-            && req.max_age_ms.is_none_or(|m| millis(age) <= m);
+        let judged = freshness::judge(hot.held.modified, None, SystemTime::now(), &sc.policy);
+        let age = judged.age;
+        let fresh = judged.fresh()
+            && req
+                .max_age_ms
+                .is_none_or(|m| !judged.older_than(Duration::from_millis(m)));
         if !fresh || self.cache.in_flight_here(&req.source) {
             return false;
         }

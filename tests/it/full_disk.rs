@@ -173,3 +173,30 @@ async fn payload_that_does_not_fit_is_recorded_in_the_sidecar() {
     assert_eq!(meta.revision, 1);
     assert_eq!(other.read(&s).unwrap().unwrap().data, b"[1]");
 }
+
+#[test]
+fn daemon_refresh_on_a_full_disk_is_refresh_failed_and_recorded() {
+    use crate::helpers::daemon::{TestDaemon, config, sh_source};
+    use serde_json::json;
+    let Some(small) = SmallFs::mount("size=512k,nr_inodes=1000") else {
+        return;
+    };
+    let mut d = TestDaemon::new(&config(&sh_source("t/full", "1h", "10s", "echo '[2]'")));
+    d.root = small.path().join("root");
+    d.spawn();
+    d.wait_data("t/full");
+    fill_space(&small.path().join("filler"), 0);
+    for n in 1..=2 {
+        let r = d.request(json!({"op": "refresh", "sources": ["t/full"]}));
+        let result = &r["results"][0];
+        assert_eq!(result["ok"], false, "{r}");
+        let message = result["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("No space left"), "{r}");
+        assert_eq!(result["error"]["code"], "refresh_failed", "{r}");
+        let state = d.request(json!({"op": "state", "source": "t/full"}));
+        assert_eq!(state["refresh"]["consecutive_failures"], n, "{state}");
+        assert!(state["refresh"]["next_retry_at"].is_string(), "{state}");
+    }
+    let got = d.request(json!({"op": "get", "source": "t/full", "refresh": "never"}));
+    assert_eq!(got["data"], json!([2]), "{got}");
+}

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use discocache::{Background, Cache, Fetched, Meta, Policy, Refreshed, Source, Timestamp};
 
-use crate::helpers::daemon::{eventually, sh_source};
+use discocache::Layout;
+
+use crate::helpers::daemon::{TestDaemon, config, count, counter_source, eventually, sh_source};
 
 const BIN: &str = env!("CARGO_BIN_EXE_discocache");
 /// 2100-01-01T00:00:00Z.
@@ -132,6 +134,12 @@ async fn payload_newer_than_its_sidecar_counts_as_a_commit() {
     edit_meta(&cache, &s, |m| m.revision = 5);
     // Another program (or a commit whose sidecar was lost) replaced it.
     fs::write(cache.layout().payload(&s.id), b"[1, 2]").unwrap();
+    // Failures in between do not count it again.
+    for _ in 0..2 {
+        let f = |_| async { Err(discocache::FetchError::new("down")) };
+        cache.refresh(&s, f).await.unwrap_err();
+        assert_eq!(cache.refresh_state(&s.id).unwrap().revision, 6);
+    }
     assert_eq!(commit(&cache, &s, "[3]").await.revision(), 7);
 }
 
@@ -244,8 +252,8 @@ impl Cli {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn file(&self, id: &str, suffix: &str) -> std::path::PathBuf {
-        self.dir.path().join("root").join(format!("{id}{suffix}"))
+    fn layout(&self) -> Layout {
+        Layout::new(self.dir.path().join("root"))
     }
 }
 
@@ -253,7 +261,8 @@ impl Cli {
 fn damaged_sidecar_does_not_stop_direct_get_status_or_state() {
     let cli = Cli::new();
     cli.ok(&["refresh", "t/a", "t/b"]);
-    fs::write(cli.file("t/a", ".meta.json"), b"{\"format\": 1, \"revi").unwrap();
+    let a = discocache::SourceId::parse("t/a").unwrap();
+    fs::write(cli.layout().sidecar(&a), b"{\"format\": 1, \"revi").unwrap();
     assert_eq!(cli.ok(&["get", "t/a"]).trim(), "[\"a\"]");
     let status = cli.ok(&["status"]);
     assert!(status.contains("t/a") && status.contains("t/b"), "{status}");
@@ -267,10 +276,67 @@ fn payload_dated_2100_fails_get_max_age_as_too_old() {
     cli.ok(&["refresh", "t/a"]);
     let file = fs::File::options()
         .write(true)
-        .open(cli.file("t/a", ".json"))
+        .open(
+            cli.layout()
+                .payload(&discocache::SourceId::parse("t/a").unwrap()),
+        )
         .unwrap();
     file.set_modified(at(YEAR_2100)).unwrap();
     let out = cli.run(&["get", "t/a", "--max-age", "1s"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
+}
+
+#[tokio::test]
+async fn daemon_resumes_background_refresh_after_a_year_9999_retry_time() {
+    let counter_dir = tempfile::tempdir().unwrap();
+    let counter = counter_dir.path().join("runs");
+    let source_toml = counter_source("t/retry", "1s", &counter).replace(
+        "ttl = \"1s\"\n",
+        "ttl = \"1s\"\nbackoff_base = \"1s\"\nbackoff_cap = \"1s\"\n",
+    );
+    let mut d = TestDaemon::new(&config(&source_toml));
+    let cache = Cache::open(&d.root).unwrap();
+    let s = source("t/retry");
+    commit(&cache, &s, "{\"n\":0}").await;
+    edit_meta(&cache, &s, |m| {
+        m.consecutive_failures = 1;
+        m.last_attempt_at = Some(Timestamp::now());
+        m.next_retry_at = Some(Timestamp::from(at(YEAR_9999)));
+    });
+    let old = SystemTime::now() - Duration::from_secs(60);
+    let payload = fs::File::options()
+        .write(true)
+        .open(cache.layout().payload(&s.id));
+    payload.unwrap().set_modified(old).unwrap();
+    d.spawn();
+    d.wait("a background refresh despite next_retry_at in 9999", || {
+        (count(&counter) >= 1).then_some(())
+    });
+}
+
+#[test]
+fn daemon_serves_a_payload_dated_2100_as_stale() {
+    let mut d = TestDaemon::start(&config(&sh_source("t/f", "1h", "10s", "echo '[1]'")));
+    d.wait_data("t/f");
+    let payload = Layout::new(&d.root).payload(&discocache::SourceId::parse("t/f").unwrap());
+    let file = fs::File::options().write(true).open(payload).unwrap();
+    file.set_modified(at(YEAR_2100)).unwrap();
+    let get =
+        serde_json::json!({"op": "get", "source": "t/f", "refresh": "never", "max_age_ms": 1000});
+    let socket = d.socket.clone();
+    let ask = |request: &serde_json::Value| {
+        let mut client = discocache::client::Client::connect(&socket).expect("connect");
+        client.request(request).expect("request")
+    };
+    d.wait("the daemon to see the new mtime", || {
+        let r = ask(&get);
+        (r["fresh"] == false).then_some(())
+    });
+    let r = ask(&get);
+    assert_eq!(
+        (&r["fresh"], &r["stale"]),
+        (&false.into(), &true.into()),
+        "{r}"
+    );
 }
