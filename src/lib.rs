@@ -38,21 +38,29 @@
 
 mod backoff;
 pub mod cache;
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
 pub mod client;
 pub mod config;
+#[cfg(feature = "cli")]
 mod daemon;
 pub mod error;
 mod freshness;
+// Parts of these serve only the daemon and the command line.
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
 mod layout;
 pub mod lock;
+#[cfg(feature = "cli")]
 mod logging;
 mod meta;
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
 mod plan;
 pub mod protocol;
 mod prune;
 pub mod refresh;
 pub mod refresher;
+#[cfg(feature = "cli")]
 mod server;
 mod singleflight;
 pub mod source;

@@ -88,6 +88,14 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Print a shell completion script (e.g. `discocache completions bash > /etc/bash_completion.d/discocache`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `discocache man | man -l -`.
+    Man,
 }
 
 /// What `get` was asked for.

@@ -221,7 +221,9 @@ pub fn run(ctx: &Ctx, client: Option<Client>, command: Command) -> anyhow::Resul
             print!("{}", metrics.text);
             Ok(Exit::Ok)
         }
-        Command::Serve | Command::Config { .. } => unreachable!("handled by the caller"),
+        Command::Serve | Command::Config { .. } | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled by the caller")
+        }
     }
 }
 

@@ -10,7 +10,7 @@ mod remote;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 pub use args::{Cli, Command};
 
@@ -142,6 +142,15 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             let args::ConfigAction::Check { file } = action;
             init_logging(false);
             config_check(&ctx, file)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "discocache", &mut std::io::stdout());
+            Ok(Exit::Ok)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(Exit::Ok)
         }
         other => {
             let client = remote::connect(&ctx, cli.no_daemon);

@@ -12,11 +12,16 @@
 //! - `daemon`: the real binary serving a temp root on a temp socket.
 //! - `secrets`: no form of a secret in any output, log or file at trace.
 //! - `orphans`: a holder that dies leaves no refresher running.
+//! - `completions`: shell completions (loaded by a real bash) and the man page.
+
+// They run the `discocache` binary, which needs the `cli` feature.
+#![cfg(feature = "cli")]
 
 mod helpers;
 
 mod cache;
 mod command_refresher;
+mod completions;
 mod config_safety;
 mod daemon;
 mod direct;
