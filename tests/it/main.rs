@@ -12,6 +12,7 @@
 //! - `daemon`: the real binary serving a temp root on a temp socket.
 //! - `secrets`: no form of a secret in any output, log or file at trace.
 //! - `orphans`: a holder that dies leaves no refresher running.
+//! - `progress`: `refresh` prints each line as it finishes; `--json` output.
 //! - `completions`: shell completions (loaded by a real bash) and the man page.
 
 // They run the `discocache` binary, which needs the `cli` feature.
@@ -29,6 +30,7 @@ mod full_disk;
 mod http_refresher;
 mod invalidate;
 mod orphans;
+mod progress;
 mod secrets;
 mod sidecar;
 mod sources;
