@@ -13,6 +13,7 @@
 //! - `secrets`: no form of a secret in any output, log or file at trace.
 //! - `orphans`: a holder that dies leaves no refresher running.
 //! - `progress`: `refresh` prints each line as it finishes; `--json` output.
+//! - `systemd_credentials`: the API-key drop-in verifies with the units.
 //! - `completions`: shell completions (loaded by a real bash) and the man page.
 
 // They run the `discocache` binary, which needs the `cli` feature.
@@ -34,3 +35,4 @@ mod progress;
 mod secrets;
 mod sidecar;
 mod sources;
+mod systemd_credentials;
