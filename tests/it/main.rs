@@ -14,6 +14,7 @@
 //! - `orphans`: a holder that dies leaves no refresher running.
 //! - `progress`: `refresh` prints each line as it finishes; `--json` output.
 //! - `systemd_credentials`: the API-key drop-in verifies with the units.
+//! - `examples`: the example configs check; each reader reads a filled root.
 //! - `completions`: shell completions (loaded by a real bash) and the man page.
 
 // They run the `discocache` binary, which needs the `cli` feature.
@@ -27,6 +28,7 @@ mod completions;
 mod config_safety;
 mod daemon;
 mod direct;
+mod examples;
 mod full_disk;
 mod http_refresher;
 mod invalidate;
