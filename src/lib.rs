@@ -8,8 +8,16 @@
 //!
 //! The public API: [`Cache`] (with [`Source`], [`SourceId`], [`Policy`],
 //! [`Entry`], [`Refreshed`] and the other outcomes), the [`refresher`]
-//! types, [`Error`], [`config`] loading, and the daemon's [`client`] and
+//! types, [`Error`], [`config`] loading, and the daemon's `client` and
 //! [`protocol`] types. Everything else is internal.
+//!
+//! # Features
+//!
+//! `cli` (default) builds the `discocache` binary and the modules only it
+//! needs: `cli`, `client`, `daemon`, `server` and `logging`, with their
+//! dependencies (clap, notify, sd-notify, tracing-subscriber, ...). A
+//! program that embeds the cache sets `default-features = false`; the
+//! async calls then need a tokio runtime of the program's own.
 //!
 //! # Layout
 //!
@@ -28,8 +36,8 @@
 //! - [`refresher`]: command, HTTP and file refreshers.
 //! - [`config`]: the TOML config.
 //! - [`protocol`]: socket protocol v1: typed requests, answers, framing.
-//! - [`client`]: a blocking, typed client for the socket.
-//! - [`cli`]: the `discocache` command line.
+//! - `client`: a blocking, typed client for the socket.
+//! - `cli`: the `discocache` command line.
 //! - `daemon`: `discocache serve`: warm keeping, watchers, signals, systemd.
 //! - `server`: the Unix socket server (connection cap, idle timeout, peer check).
 //! - [`stats`]: counters, persistence and Prometheus metrics.
