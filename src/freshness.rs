@@ -46,12 +46,6 @@ impl Judgement {
     pub fn expired(&self) -> bool {
         self.freshness == Freshness::Expired
     }
-
-    /// Older than `max` (a caller's `--max-age`). A payload dated in the
-    /// future is older than any limit: its age cannot be vouched for.
-    pub fn older_than(&self, max: Duration) -> bool {
-        self.future || self.age > max
-    }
 }
 
 /// Judges a payload whose mtime is `modified` (and whose sidecar, when read,

@@ -8,8 +8,16 @@
 //!
 //! The public API: [`Cache`] (with [`Source`], [`SourceId`], [`Policy`],
 //! [`Entry`], [`Refreshed`] and the other outcomes), the [`refresher`]
-//! types, [`Error`], [`config`] loading, and the daemon's [`client`] and
+//! types, [`Error`], [`config`] loading, and the daemon's `client` and
 //! [`protocol`] types. Everything else is internal.
+//!
+//! # Features
+//!
+//! `cli` (default) builds the `discocache` binary and the modules only it
+//! needs: `cli`, `client`, `daemon`, `server` and `logging`, with their
+//! dependencies (clap, notify, sd-notify, tracing-subscriber, ...). A
+//! program that embeds the cache sets `default-features = false`; the
+//! async calls then need a tokio runtime of the program's own.
 //!
 //! # Layout
 //!
@@ -30,8 +38,8 @@
 //! - [`refresher`]: command, HTTP and file refreshers.
 //! - [`config`]: the TOML config.
 //! - [`protocol`]: socket protocol v1: typed requests, answers, framing.
-//! - [`client`]: a blocking, typed client for the socket.
-//! - [`cli`]: the `discocache` command line.
+//! - `client`: a blocking, typed client for the socket.
+//! - `cli`: the `discocache` command line.
 //! - `daemon`: `discocache serve`: warm keeping, watchers, signals, systemd.
 //! - `server`: the Unix socket server (connection cap, idle timeout, peer check).
 //! - [`stats`]: counters, persistence and Prometheus metrics.
@@ -41,23 +49,31 @@
 mod backoff;
 mod beneath;
 pub mod cache;
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
 pub mod client;
 pub mod config;
+#[cfg(feature = "cli")]
 mod daemon;
 pub mod error;
 #[allow(dead_code)] // wired into the claim path in the next step of format 2
 mod fizeau;
 mod freshness;
+// Parts of these serve only the daemon and the command line.
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
 mod layout;
 pub mod lock;
+#[cfg(feature = "cli")]
 mod logging;
 mod meta;
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
 mod plan;
 pub mod protocol;
 mod prune;
 pub mod refresh;
 pub mod refresher;
+#[cfg(feature = "cli")]
 mod server;
 mod singleflight;
 pub mod source;

@@ -47,6 +47,9 @@ pub enum Command {
         /// Every configured source.
         #[arg(long)]
         all: bool,
+        /// Machine-readable output: the whole answer at the end.
+        #[arg(long)]
+        json: bool,
     },
     /// Every source: freshness, revision, failures.
     Status {
@@ -71,12 +74,18 @@ pub enum Command {
     Invalidate {
         /// tier/name
         source: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove sources no longer in the config (after recovering crash leftovers).
     Prune {
         /// Only list what would be removed.
         #[arg(long)]
         dry_run: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Counters, as JSON.
     Stats,
@@ -88,6 +97,14 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Print a shell completion script (e.g. `discocache completions bash > /etc/bash_completion.d/discocache`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `discocache man | man -l -`.
+    Man,
 }
 
 /// What `get` was asked for.
@@ -114,6 +131,9 @@ pub enum ConfigAction {
     Check {
         /// The file [default: --config, else the default path]
         file: Option<PathBuf>,
+        /// Machine-readable output (the problems too, on stdout).
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -11,7 +11,7 @@ use super::{Ctx, Exit, Fail, output, parse_source, remote};
 use crate::client::{Client, DEFAULT_TIMEOUT};
 use crate::protocol::{
     ErrorCode, GetBody, GetRequest, InvalidateBody, PruneBody, RefreshBody, RefreshMode,
-    RefreshTarget, StateBody, StatusBody, WireError,
+    RefreshResult, RefreshTarget, StateBody, StatusBody, WireError,
 };
 use crate::source::SourceId;
 
@@ -102,18 +102,72 @@ impl<'a> Backend<'a> {
         }
     }
 
-    fn refresh(&mut self, target: RefreshTarget) -> anyhow::Result<RefreshBody> {
-        let sent = target.clone();
-        if let Some(body) = self
-            .daemon(DEFAULT_TIMEOUT, |c| c.refresh(sent))
-            .map_err(fail)?
-        {
-            return Ok(body);
+    /// Refreshes the target, calling `done` with each source's result as
+    /// it finishes. Through the daemon, one request per source in turn (its
+    /// `refresh` op answers once at the end); directly, all at once.
+    fn refresh(
+        &mut self,
+        target: RefreshTarget,
+        done: &mut dyn FnMut(&RefreshResult),
+    ) -> anyhow::Result<RefreshBody> {
+        let Some(ids) = self.daemon_targets(&target)? else {
+            let ids = match target {
+                RefreshTarget::All => None,
+                RefreshTarget::Sources(ids) => Some(ids),
+            };
+            return self.refresh_direct(ids, done);
+        };
+        let mut results = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let one = RefreshTarget::Sources(vec![id.clone()]);
+            let Some(body) = self
+                .daemon(DEFAULT_TIMEOUT, |c| c.refresh(one))
+                .map_err(fail)?
+            else {
+                // The daemon went away: the rest directly.
+                let rest = self.refresh_direct(Some(ids[i..].to_vec()), done)?;
+                results.extend(rest.results);
+                break;
+            };
+            for result in body.results {
+                done(&result);
+                results.push(result);
+            }
         }
+        Ok(RefreshBody::new(results))
+    }
+
+    /// The sources the daemon would refresh for `target` (every source in
+    /// its config for `--all`), checked before any runs; `None` without a
+    /// daemon.
+    fn daemon_targets(&mut self, target: &RefreshTarget) -> anyhow::Result<Option<Vec<SourceId>>> {
+        let Some(status) = self.daemon(QUICK, Client::status).map_err(fail)? else {
+            return Ok(None);
+        };
+        let configured: Vec<SourceId> = status
+            .sources
+            .into_iter()
+            .filter(|s| s.configured)
+            .map(|s| s.source)
+            .collect();
         match target {
-            RefreshTarget::All => self.direct()?.refresh(None),
-            RefreshTarget::Sources(ids) => self.direct()?.refresh(Some(ids)),
+            RefreshTarget::All => Ok(Some(configured)),
+            RefreshTarget::Sources(ids) => {
+                if let Some(id) = ids.iter().find(|id| !configured.contains(id)) {
+                    let msg = format!("{id} is not a source of this daemon's config");
+                    return Err(fail(WireError::new(ErrorCode::UnknownSource, msg)));
+                }
+                Ok(Some(ids.clone()))
+            }
         }
+    }
+
+    fn refresh_direct(
+        &mut self,
+        ids: Option<Vec<SourceId>>,
+        done: &mut dyn FnMut(&RefreshResult),
+    ) -> anyhow::Result<RefreshBody> {
+        self.direct()?.refresh(ids, done)
     }
 
     fn status(&mut self) -> anyhow::Result<StatusBody> {
@@ -191,23 +245,28 @@ pub fn run(ctx: &Ctx, client: Option<Client>, command: Command) -> anyhow::Resul
             output::print_get(&body, opts.meta)?;
             Ok(Exit::Ok)
         }
-        Command::Refresh { sources, all } => {
+        Command::Refresh { sources, all, json } => {
             let target = match all {
                 true => RefreshTarget::All,
                 false => RefreshTarget::Sources(parse_sources(&sources)?),
             };
-            Ok(output::print_refresh(&b.refresh(target)?))
+            let report = output::RefreshReport { json };
+            let body = b.refresh(target, &mut |r| report.line(r))?;
+            report.finish(&body)
         }
         Command::Status { json } => output::print_status(&b.status()?, json),
         Command::State { source, json } => {
             let id = parse_source(&source)?;
             output::print_state(&id, &b.state(&id)?.refresh, json)
         }
-        Command::Invalidate { source } => {
+        Command::Invalidate { source, json } => {
             let id = parse_source(&source)?;
-            output::print_invalidate(&b.invalidate(&id)?)
+            output::print_invalidate(&b.invalidate(&id)?, json)
         }
-        Command::Prune { dry_run } => output::print_prune(&b.prune(dry_run)?),
+        Command::Prune { dry_run, json } => match json {
+            true => output::print_json(&b.prune(dry_run)?),
+            false => output::print_prune(&b.prune(dry_run)?),
+        },
         Command::Watch { sources } => {
             b.only_daemon()?;
             watch(b.client.take().expect("checked"), &sources)
@@ -221,7 +280,9 @@ pub fn run(ctx: &Ctx, client: Option<Client>, command: Command) -> anyhow::Resul
             print!("{}", metrics.text);
             Ok(Exit::Ok)
         }
-        Command::Serve | Command::Config { .. } => unreachable!("handled by the caller"),
+        Command::Serve | Command::Config { .. } | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled by the caller")
+        }
     }
 }
 

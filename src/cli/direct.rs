@@ -193,13 +193,18 @@ impl Direct {
         self.read_body(&self.source(id), opts)
     }
 
-    /// `refresh` of these sources, or of every configured one.
+    /// `refresh` of these sources, or of every configured one, all at
+    /// once; `done` gets each source's result as it finishes.
     ///
     /// # Errors
     ///
     /// An unknown source, or a config that does not load.
-    pub fn refresh(&self, ids: Option<Vec<SourceId>>) -> anyhow::Result<RefreshBody> {
-        let ids = match ids {
+    pub fn refresh(
+        &self,
+        ids: Option<Vec<SourceId>>,
+        done: &mut dyn FnMut(&RefreshResult),
+    ) -> anyhow::Result<RefreshBody> {
+        let ids: Vec<SourceId> = match ids {
             None => self
                 .config()?
                 .sources
@@ -213,11 +218,23 @@ impl Direct {
                 ids
             }
         };
-        let results = self.refresh_all(&ids);
-        let lines = ids.into_iter().zip(results.iter());
-        Ok(RefreshBody::new(
-            lines.map(|(id, r)| RefreshResult::new(id, r)).collect(),
-        ))
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (index, id) in ids.iter().enumerate() {
+            let (task, tx, id) = (self.refresh_task(id), tx.clone(), id.clone());
+            self.runtime.spawn(async move {
+                let result = task
+                    .await
+                    .unwrap_or_else(|e| Err(Error::Internal(format!("refresh of {id}: {e}"))));
+                let _ = tx.send((index, RefreshResult::new(id, &result)));
+            });
+        }
+        drop(tx);
+        let mut results: Vec<Option<RefreshResult>> = vec![None; ids.len()];
+        for (index, result) in rx {
+            done(&result);
+            results[index] = Some(result);
+        }
+        Ok(RefreshBody::new(results.into_iter().flatten().collect()))
     }
 
     /// `status`: every configured source and every source on disk.

@@ -10,7 +10,7 @@ mod remote;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 pub use args::{Cli, Command};
 
@@ -139,9 +139,18 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Config { action } => {
-            let args::ConfigAction::Check { file } = action;
+            let args::ConfigAction::Check { file, json } = action;
             init_logging(false);
-            config_check(&ctx, file)
+            config_check(&ctx, file, json)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "discocache", &mut std::io::stdout());
+            Ok(Exit::Ok)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(Exit::Ok)
         }
         other => {
             let client = remote::connect(&ctx, cli.no_daemon);
@@ -150,16 +159,19 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
     }
 }
 
-/// `config check [FILE]`.
+/// `config check [FILE] [--json]`.
 ///
 /// # Errors
 ///
 /// Exit 1 with every problem, one per line, when the config does not load.
-fn config_check(ctx: &Ctx, file: Option<PathBuf>) -> anyhow::Result<Exit> {
+fn config_check(ctx: &Ctx, file: Option<PathBuf>, json: bool) -> anyhow::Result<Exit> {
     let result = match file.or_else(|| ctx.config_path()) {
         Some(path) => Config::load(&path).and_then(Config::strict),
         None => Ok(Config::embedded()),
     };
+    if json {
+        return config_check_json(&result);
+    }
     match result {
         Ok(config) => {
             let n = config.sources.len();
@@ -175,6 +187,34 @@ fn config_check(ctx: &Ctx, file: Option<PathBuf>) -> anyhow::Result<Exit> {
             Err(Fail::exit(Exit::Error, msg))
         }
     }
+}
+
+/// `config check --json`: `{"origin", "ok", "sources": [...], "problems":
+/// [{"line", "message"}]}` on stdout; exit 1 when there are problems.
+fn config_check_json(result: &Result<Config, ConfigError>) -> anyhow::Result<Exit> {
+    let answer = match result {
+        Ok(config) => serde_json::json!({
+            "origin": config.origin,
+            "ok": true,
+            "sources": config.sources.iter().map(|s| s.id.to_string()).collect::<Vec<_>>(),
+            "problems": [],
+        }),
+        Err(e) => serde_json::json!({
+            "origin": e.origin,
+            "ok": false,
+            "sources": [],
+            "problems": e.problems.iter().map(|p| serde_json::json!({
+                "line": p.line,
+                "message": p.message,
+            })).collect::<Vec<_>>(),
+        }),
+    };
+    output::print_json(&answer)?;
+    Ok(if result.is_ok() {
+        Exit::Ok
+    } else {
+        Exit::Error
+    })
 }
 
 /// Parses a `tier/name` argument; a bad one is a usage error.

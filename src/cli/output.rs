@@ -10,23 +10,31 @@ use super::{Exit, Fail};
 use crate::cache::{Entry, RefreshState};
 use crate::meta::Timestamp;
 use crate::protocol::{
-    self, GetBody, InvalidateBody, PruneBody, RefreshBody, Response, Skipped, SourceStatus,
-    StatusBody,
+    self, GetBody, InvalidateBody, PruneBody, RefreshBody, RefreshResult, Response, Skipped,
+    SourceStatus, StatusBody,
 };
 use crate::refresh::Refreshed;
 use crate::source::SourceId;
 use crate::stats::millis;
 
-/// A duration for people: `1h 3m`, `42s`, `850ms`.
+/// A duration for people, exact to the second: `1h3m`, `1m59s`, `42s`,
+/// `850ms` (never rounded down past a unit: 1m59s is not "1m").
 pub fn duration(d: Duration) -> String {
-    let rounded = if d >= Duration::from_secs(60) {
-        Duration::from_secs(d.as_secs() / 60 * 60)
-    } else if d >= Duration::from_secs(1) {
-        Duration::from_secs(d.as_secs())
-    } else {
-        Duration::from_millis(millis(d))
-    };
-    humantime::format_duration(rounded).to_string()
+    if d.is_zero() {
+        return "0s".to_owned();
+    }
+    if d < Duration::from_secs(1) {
+        return format!("{}ms", millis(d));
+    }
+    let mut left = d.as_secs();
+    let mut text = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if left >= size {
+            text.push_str(&format!("{}{unit}", left / size));
+            left %= size;
+        }
+    }
+    text
 }
 
 /// The `get` answer built from what is on disk: the same body as the
@@ -134,32 +142,70 @@ pub fn refreshed(r: Refreshed) -> String {
     }
 }
 
-/// `refresh`: one line per source; exit 1 when any failed.
-pub fn print_refresh(body: &RefreshBody) -> Exit {
-    let mut exit = Exit::Ok;
-    for result in &body.results {
-        match result.refreshed() {
-            Ok(done) => println!("{}: {}", result.source, refreshed(done)),
-            Err(e) => {
-                eprintln!("discocache: {}", e.message);
-                exit = Exit::Error;
-            }
-        }
-    }
-    exit
+/// `refresh` output, written as each source finishes: one line per
+/// source (failures on stderr), then a summary when there were several;
+/// with `--json`, the whole answer at the end instead.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshReport {
+    /// Print the answer as JSON at the end, no lines.
+    pub json: bool,
 }
 
-/// `invalidate`: what happened; exit 3 when there was no data, 1 when
-/// nothing else was invalidated.
+impl RefreshReport {
+    /// One source's line, as soon as it is known.
+    pub fn line(&self, result: &RefreshResult) {
+        if self.json {
+            return;
+        }
+        match result.refreshed() {
+            Ok(done) => println!("{}: {}", result.source, refreshed(done)),
+            Err(e) => eprintln!("discocache: {}", e.message),
+        }
+    }
+
+    /// The end: the summary (or the JSON answer); exit 1 when any failed.
+    ///
+    /// # Errors
+    ///
+    /// When stdout cannot be written.
+    pub fn finish(&self, body: &RefreshBody) -> anyhow::Result<Exit> {
+        if self.json {
+            print_json(body)?;
+        } else if body.results.len() > 1 {
+            println!("{}", refresh_summary(body));
+        }
+        Ok(match body.failed {
+            0 => Exit::Ok,
+            _ => Exit::Error,
+        })
+    }
+}
+
+/// `3 refreshed, 1 failed`.
+pub fn refresh_summary(body: &RefreshBody) -> String {
+    let ok = body.results.len() - body.failed;
+    match body.failed {
+        0 => format!("{ok} refreshed"),
+        failed => format!("{ok} refreshed, {failed} failed"),
+    }
+}
+
+/// `invalidate`: what happened (with `--json`, the answer); exit 3 when
+/// there was no data, 1 when nothing else was invalidated.
 ///
 /// # Errors
 ///
 /// The [`Fail`] when the source was left as it was.
-pub fn print_invalidate(body: &InvalidateBody) -> anyhow::Result<Exit> {
+pub fn print_invalidate(body: &InvalidateBody, json: bool) -> anyhow::Result<Exit> {
+    if json {
+        print_json(body)?;
+    }
     let id = &body.source;
     let (exit, why) = match body.skipped {
         None => {
-            println!("{id}: invalidated (still served until refreshed)");
+            if !json {
+                println!("{id}: invalidated (still served until refreshed)");
+            }
             return Ok(Exit::Ok);
         }
         Some(Skipped::NoData) => (Exit::NoData, "it has no data"),
@@ -333,5 +379,25 @@ mod tests {
             payload_line(b"\n{\r\n  \"a\": \"x\\ny\"\n}\n"),
             b"{    \"a\": \"x\\ny\" }\n"
         );
+    }
+
+    #[test]
+    fn retry_in_of_1m59s_is_not_rounded_down_to_1m() {
+        assert_eq!(duration(Duration::from_secs(119)), "1m59s");
+        assert_eq!(duration(Duration::from_millis(119_900)), "1m59s");
+        assert_eq!(duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(duration(Duration::from_secs(3661)), "1h1m1s");
+        assert_eq!(duration(Duration::from_secs(2 * 86_400 + 60)), "2d1m");
+        assert_eq!(duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn refresh_summary_counts_successes_and_failures() {
+        let id = SourceId::parse("t/a").unwrap();
+        let ok = RefreshResult::new(id.clone(), &Ok(Refreshed::Committed { revision: 1 }));
+        let bad = RefreshResult::new(id, &Err(crate::Error::Internal("boom".into())));
+        let body = RefreshBody::new(vec![ok.clone(), ok.clone(), ok, bad]);
+        assert_eq!(refresh_summary(&body), "3 refreshed, 1 failed");
     }
 }

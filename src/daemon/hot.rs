@@ -107,7 +107,7 @@ impl Daemon {
         let fresh = judged.fresh()
             && req
                 .max_age_ms
-                .is_none_or(|m| !judged.older_than(Duration::from_millis(m)));
+                .is_none_or(|m| !judged.future && judged.age <= Duration::from_millis(m));
         if !fresh || self.cache.in_flight_here(&req.source) {
             return false;
         }

@@ -14,20 +14,31 @@
 //! - `orphans`: a holder that dies leaves no refresher running.
 //! - `hostile`: symlinks, FIFOs, huge payloads and foreign owners in the root.
 //! - `fizeau`: fizeau's real Go package on the same root (needs Go).
+//! - `progress`: `refresh` prints each line as it finishes; `--json` output.
+//! - `systemd_credentials`: the API-key drop-in verifies with the units.
+//! - `examples`: the example configs check; each reader reads a filled root.
+//! - `completions`: shell completions (loaded by a real bash) and the man page.
+
+// They run the `discocache` binary, which needs the `cli` feature.
+#![cfg(feature = "cli")]
 
 mod helpers;
 
 mod cache;
 mod command_refresher;
+mod completions;
 mod config_safety;
 mod daemon;
 mod direct;
+mod examples;
 mod fizeau;
 mod full_disk;
 mod hostile;
 mod http_refresher;
 mod invalidate;
 mod orphans;
+mod progress;
 mod secrets;
 mod sidecar;
 mod sources;
+mod systemd_credentials;
