@@ -5,3 +5,4 @@ mod lifecycle;
 mod limits;
 mod ops;
 mod systemd;
+mod wedge;
