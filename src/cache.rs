@@ -365,6 +365,13 @@ impl Cache {
         Ok(self.state_of(id, &attempts, marker.as_ref()))
     }
 
+    /// Joins the refresh of `id` running in this process and waits for its
+    /// outcome; `None` when none runs.
+    pub(crate) fn join(&self, id: &SourceId) -> Option<impl Future<Output = Result<Refreshed>>> {
+        let ticket = self.inner.flights.join(id)?;
+        Some(async move { unshare(ticket.wait().await, true) })
+    }
+
     /// True while a refresh of `id` runs in this process.
     pub(crate) fn in_flight_here(&self, id: &SourceId) -> bool {
         self.inner.flights.in_flight(id)

@@ -24,10 +24,6 @@ impl Service for Daemon {
     fn call(self: &Arc<Self>, request: Envelope) -> impl Future<Output = Answer> + Send {
         dispatch(Arc::clone(self), request)
     }
-
-    fn answer_now(&self, request: &Envelope, out: &mut Vec<u8>) -> bool {
-        Daemon::answer_now(self, request, out)
-    }
 }
 
 /// Runs one request and turns its outcome into a response line.

@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::configured::{Configured, InForce};
-use super::hot::Hot;
 use super::view::{Held, Look, Snapshot, Stamp, View};
 use super::warm;
 use crate::cache::{Cache, Source};
@@ -66,7 +65,7 @@ impl Daemon {
         stats: Stats,
     ) -> Self {
         let permits = config.daemon.max_concurrent_refreshes;
-        let view = View::watching(cache.layout());
+        let view = View::default();
         Self {
             cache,
             socket,
@@ -130,7 +129,6 @@ impl Daemon {
     /// it has no payload. Costs one `stat` when the held payload is current.
     pub async fn snapshot(&self, sc: &SourceConfig) -> Result<Option<Snapshot>> {
         let layout = self.cache.layout();
-        let mark = self.view.mark(&sc.id, &layout.tier_dir(&sc.id));
         let Some(stamp) = Stamp::probe(&layout.payload(&sc.id))? else {
             return Ok(None);
         };
@@ -141,13 +139,6 @@ impl Daemon {
                 None => return Ok(None),
             },
         };
-        if let Some(mark) = mark {
-            self.view.vouch(&sc.id, mark, &held, |held, look| {
-                let state = self.cache.state_of(&sc.id, &look.attempts, None);
-                let idle = look.marker.is_none() && !state.in_flight;
-                idle.then(|| Hot::new(held, state)).flatten()
-            });
-        }
         let (attempts, marker) = self.view.record_of(&sc.id).unwrap_or_default();
         let state = self.cache.state_of(&sc.id, &attempts, marker.as_ref());
         Ok(Some(Snapshot::new(held, &sc.policy, state)))
@@ -171,11 +162,32 @@ impl Daemon {
         Ok(held)
     }
 
-    /// Refreshes a source now (joining one in flight) under a refresh
-    /// permit, counts the outcome and publishes what changed.
+    /// Refreshes a source now. A refresh of it already running here is
+    /// joined without a permit; otherwise this waits for a refresh permit
+    /// (and joins instead if a refresh started meanwhile), so that a caller
+    /// waiting on a flight never holds a permit another source needs.
     pub async fn refresh(&self, sc: &SourceConfig) -> Result<Refreshed> {
-        let _permit = self.permit().await?;
-        self.run_refresh(sc).await
+        loop {
+            if let Some(joined) = self.cache.join(&sc.id) {
+                let result = joined.await;
+                if let Ok(done) = &result {
+                    let revision = done.revision();
+                    tracing::info!(
+                        "{}: joined the refresh running here, revision {revision}",
+                        sc.id
+                    );
+                }
+                self.settle(sc, &result).await;
+                return result;
+            }
+            let permit = self.permit().await?;
+            if self.cache.in_flight_here(&sc.id) {
+                continue;
+            }
+            let result = self.run_refresh(sc).await;
+            drop(permit);
+            return result;
+        }
     }
 
     /// A refresh permit; waits while `max_concurrent_refreshes` run.
@@ -190,14 +202,23 @@ impl Daemon {
     pub async fn run_refresh(&self, sc: &SourceConfig) -> Result<Refreshed> {
         let refresher = sc.refresher.clone();
         let fetch = move |ctx| async move { refresher.fetch(ctx).await };
+        let started = std::time::Instant::now();
         let result = self.cache.refresh(&cache_source(sc), fetch).await;
-        self.stats.count(&sc.id, Counter::of_refresh(&result));
-        match &result {
-            Ok(done) => tracing::info!("{}: refreshed ({done:?})", sc.id),
-            Err(e) => tracing::warn!("{e}"),
-        }
-        self.observe(&sc.id).await;
+        // The marker seen last names the holder of a refresh joined.
+        let holder = self
+            .view
+            .record_of(&sc.id)
+            .and_then(|(_, m)| m)
+            .map(|m| m.pid);
+        log_refresh(&sc.id, &result, started.elapsed(), holder);
+        self.settle(sc, &result).await;
         result
+    }
+
+    /// Counts a refresh's outcome and publishes what changed.
+    async fn settle(&self, sc: &SourceConfig, result: &Result<Refreshed>) {
+        self.stats.count(&sc.id, Counter::of_refresh(result));
+        self.observe(&sc.id).await;
     }
 
     /// Looks at a source's files again and publishes an event for each
@@ -308,6 +329,34 @@ impl Daemon {
             drop(pending);
             super::notify::report(&self.stats);
         }
+    }
+}
+
+/// Logs a refresh's outcome as a sentence: `demo/host: committed revision
+/// 3 in 12 ms`.
+fn log_refresh(
+    id: &SourceId,
+    result: &Result<Refreshed>,
+    took: std::time::Duration,
+    holder: Option<u32>,
+) {
+    let ms = took.as_millis();
+    match result {
+        Ok(Refreshed::Committed { revision }) => {
+            tracing::info!("{id}: committed revision {revision} in {ms} ms");
+        }
+        Ok(Refreshed::NotModified { revision }) => {
+            tracing::info!("{id}: not modified, revision {revision} renewed in {ms} ms");
+        }
+        Ok(Refreshed::Joined { revision }) => match holder {
+            Some(pid) => {
+                tracing::info!("{id}: joined a refresh run by pid {pid}, revision {revision}")
+            }
+            None => {
+                tracing::info!("{id}: joined a refresh run by another process, revision {revision}")
+            }
+        },
+        Err(e) => tracing::warn!("{e}"),
     }
 }
 

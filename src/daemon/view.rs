@@ -3,17 +3,13 @@
 //! sidecar and the marker, and, once a client has asked for the source, its
 //! payload, checked and ready to embed in a `get` answer.
 //!
-//! A hot `get` costs one `stat` of the payload file: when the file's
-//! [`Stamp`] is the one held, the held payload is served as it is, without
-//! opening a file or leaving the worker thread. A new stamp (a commit by
-//! anyone, an invalidation, a hand edit) makes the next `get` read the file
-//! again, with its sidecar. The sidecar and the marker are kept current by
-//! the root watcher and by the daemon's own refreshes ([`super::state`]).
-//!
-//! A held payload checked by a `stat` taken after its directory was watched
-//! (see [`super::changes`]) is vouched for: its `get` answer is kept ready
-//! but for its age ([`Hot`]) and served without a `stat` until a change to
-//! its file is queued or its record moves.
+//! A `get` of a held payload costs one `stat` of the payload file, on the
+//! connection's task: when the file's [`Stamp`] is the one held, the held
+//! payload is served as it is, without opening a file or leaving the task.
+//! A new stamp (a commit by anyone, an invalidation, a hand edit) makes the
+//! next `get` read the file again, with its sidecar. The sidecar and the
+//! marker are kept current by the root watcher and by the daemon's own
+//! refreshes ([`super::state`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::Metadata;
@@ -25,8 +21,6 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::value::RawValue;
 
-use super::changes::{Changed, Changes};
-use super::hot::Hot;
 use super::state::lock;
 use crate::cache::{Attempts, RefreshState};
 use crate::error::{Error, Result};
@@ -203,14 +197,7 @@ impl Look {
 struct Slot {
     look: Look,
     held: Option<Arc<Held>>,
-    /// The answer pieces of `held`, while it is vouched for.
-    hot: Option<Arc<Hot>>,
 }
-
-/// Where the queue of payload changes stood when a payload was about to
-/// be checked (see [`View::mark`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Mark(u64);
 
 /// Every source's last look and held payload.
 #[derive(Debug, Default)]
@@ -223,11 +210,6 @@ struct Slots {
     by_id: HashMap<SourceId, Slot>,
     /// The bytes of every held payload, at most [`HOLD_BUDGET`].
     held_bytes: u64,
-    /// Changes to payload files; `None` when not watched (nothing is
-    /// vouched for then).
-    changes: Option<Changes>,
-    /// Bumped whenever a change is read from the queue.
-    epoch: u64,
 }
 
 impl Slots {
@@ -236,56 +218,13 @@ impl Slots {
         let Some(slot) = self.by_id.get_mut(id) else {
             return;
         };
-        slot.hot = None;
         if let Some(held) = slot.held.take() {
             self.held_bytes -= held.stamp.len;
-        }
-    }
-
-    /// Reads the queued changes, if any: a changed payload is no longer
-    /// vouched for, and the epoch moves on.
-    fn sync(&mut self) {
-        let Some(changes) = self.changes.as_mut() else {
-            return;
-        };
-        if !changes.pending() {
-            return;
-        }
-        let mut changed = Vec::new();
-        changes.drain(|c| changed.push(c));
-        if changed.is_empty() {
-            return;
-        }
-        self.epoch += 1;
-        for c in changed {
-            match c {
-                Changed::Everything => self.by_id.values_mut().for_each(|s| s.hot = None),
-                Changed::Payload { tier, name } => {
-                    let slot = SourceId::new(&tier, &name)
-                        .ok()
-                        .and_then(|id| self.by_id.get_mut(&id));
-                    if let Some(slot) = slot {
-                        slot.hot = None;
-                    }
-                }
-            }
         }
     }
 }
 
 impl View {
-    /// A view that vouches for held payloads by watching their directories
-    /// under `layout`'s root (see [`super::changes`]).
-    pub fn watching(layout: &Layout) -> Self {
-        let slots = Slots {
-            changes: Changes::new(layout),
-            ..Slots::default()
-        };
-        Self {
-            inner: Mutex::new(slots),
-        }
-    }
-
     /// Records a new look at a source and returns the previous one (`None`
     /// the first time). A held payload is let go when the revision moved
     /// or the payload went: the next `get` reads the new one.
@@ -300,9 +239,6 @@ impl View {
             return None;
         };
         let moved = !look.payload || look.attempts.revision != slot.look.attempts.revision;
-        if look != slot.look {
-            slot.hot = None;
-        }
         let before = std::mem::replace(&mut slot.look, look);
         if moved {
             slots.release(id);
@@ -330,48 +266,6 @@ impl View {
             slot.held = Some(Arc::clone(held));
             slots.held_bytes += held.stamp.len;
         }
-    }
-
-    /// Taken before a payload's `stat`: watches `dir`, the directory of
-    /// `id`'s payload, so that any later change to it is queued. `None`
-    /// when it cannot be watched.
-    pub fn mark(&self, id: &SourceId, dir: &Path) -> Option<Mark> {
-        let mut slots = lock(&self.inner);
-        slots.sync();
-        let epoch = slots.epoch;
-        let changes = slots.changes.as_mut()?;
-        changes.watch(id.tier(), dir).then_some(Mark(epoch))
-    }
-
-    /// Vouches for `held`, checked against its file after `mark`, unless a
-    /// change was queued since or another payload is held now: keeps the
-    /// answer pieces `make` builds from it and the source's record.
-    pub fn vouch(
-        &self,
-        id: &SourceId,
-        mark: Mark,
-        held: &Arc<Held>,
-        make: impl FnOnce(&Arc<Held>, &Look) -> Option<Hot>,
-    ) {
-        let mut slots = lock(&self.inner);
-        slots.sync();
-        if slots.epoch != mark.0 {
-            return;
-        }
-        let Some(slot) = slots.by_id.get_mut(id) else {
-            return;
-        };
-        let current = slot.held.as_ref().is_some_and(|h| Arc::ptr_eq(h, held));
-        if current && slot.hot.is_none() {
-            slot.hot = make(held, &slot.look).map(Arc::new);
-        }
-    }
-
-    /// The answer pieces of `id`'s payload, while it is vouched for.
-    pub fn hot(&self, id: &SourceId) -> Option<Arc<Hot>> {
-        let mut slots = lock(&self.inner);
-        slots.sync();
-        slots.by_id.get(id)?.hot.clone()
     }
 
     /// The sidecar's record and the marker of the last look; `None` when
