@@ -20,6 +20,7 @@ mod reload;
 mod signals;
 mod socket;
 mod state;
+mod status;
 mod view;
 mod warm;
 mod watch;

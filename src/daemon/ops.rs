@@ -10,15 +10,12 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::reload;
-use super::state::{Daemon, blocking, cache_source, lock};
-use crate::cache::{Cache, Entry, RefreshState};
-use crate::config::SourceConfig;
-use crate::protocol::{
-    Envelope, ErrorCode, Fields, HelloBody, Request, Response, WireError, timestamp,
-};
+use super::state::{Daemon, blocking, lock};
+use crate::cache::RefreshState;
+use crate::protocol::{Envelope, ErrorCode, Fields, HelloBody, Request, Response, WireError};
 use crate::server::{Answer, EventStream, Service};
 use crate::source::SourceId;
-use crate::stats::{metrics, millis};
+use crate::stats::metrics;
 
 impl Service for Daemon {
     fn call(self: &Arc<Self>, request: Envelope) -> impl Future<Output = Answer> + Send {
@@ -42,7 +39,12 @@ async fn dispatch(d: Arc<Daemon>, envelope: Envelope) -> Answer {
         Request::Watch { sources } => return watch(&d, sources, id),
         Request::Refresh(target) => refresh::refresh(&d, target).await,
         Request::State { source } => source_state(&d, &source).await,
-        Request::Status => status(&d).await,
+        Request::Status => {
+            return match super::status::line(&d, id.clone()).await {
+                Ok(line) => Answer::Line(line),
+                Err(e) => Answer::error(id, wire(&e)),
+            };
+        }
         Request::Invalidate { source } => read::invalidate(&d, &source).await,
         Request::Prune { dry_run } => prune(&d, dry_run).await,
         Request::Stats => {
@@ -122,67 +124,6 @@ async fn source_state(d: &Daemon, id: &SourceId) -> Result<Fields, WireError> {
         ("revision", state.revision.into()),
         ("refresh", state_json(&state)),
     ]))
-}
-
-/// `status`: the daemon and every configured source, the sources read in
-/// one blocking call.
-async fn status(d: &Daemon) -> Result<Fields, WireError> {
-    let config = d.config();
-    let (cache, all) = (d.cache.clone(), Arc::clone(&config));
-    let sources = blocking(move || {
-        let lines = all.sources.iter().map(|sc| source_status(&cache, sc));
-        Ok(Value::Array(lines.collect()))
-    })
-    .await
-    .map_err(|e| wire(&e))?;
-    let snap = d.stats.summary();
-    let daemon = json!({
-        "status": snap.status,
-        "version": env!("CARGO_PKG_VERSION"),
-        "pid": std::process::id(),
-        "root": d.cache.layout().root(),
-        "socket": d.socket,
-        "config": config.origin,
-        "started_at": timestamp(d.started_at),
-        "last_error": snap.last_error,
-        "keys_total": snap.keys_total,
-        "held_bytes": d.view.held_bytes(),
-    });
-    Ok(fields([("daemon", daemon), ("sources", sources)]))
-}
-
-/// One source's line in `status` (blocking: reads its files).
-fn source_status(cache: &Cache, sc: &SourceConfig) -> Value {
-    let source = cache_source(sc);
-    let looked = cache
-        .read_with_meta(&source)
-        .and_then(|entry| Ok((entry, cache.refresh_state(&source.id)?)));
-    let mut line = json!({
-        "source": sc.id,
-        "refresher": sc.refresher.describe(),
-        "ttl_ms": millis(sc.policy.ttl),
-    });
-    match looked {
-        Ok((entry, state)) => {
-            line["has_data"] = entry.is_some().into();
-            if let Some(entry) = entry {
-                freshness(&mut line, &entry);
-            }
-            line["revision"] = state.revision.into();
-            line["refresh"] = state_json(&state);
-        }
-        Err(e) => line["error"] = e.to_string().into(),
-    }
-    line
-}
-
-/// Adds an entry's age and freshness to a JSON object.
-pub(crate) fn freshness(line: &mut Value, entry: &Entry) {
-    line["age_ms"] = millis(entry.age).into();
-    line["fresh"] = entry.fresh.into();
-    line["stale"] = entry.stale().into();
-    line["expired"] = entry.expired.into();
-    line["fetched_at"] = timestamp(entry.fetched_at).into();
 }
 
 /// `prune`: recover, then remove sources not in the config.

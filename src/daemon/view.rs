@@ -68,11 +68,31 @@ impl Stamp {
     ///
     /// [`Error::Io`] when `stat` fails for another reason than "not found".
     pub fn probe(path: &Path) -> Result<Option<Self>> {
-        match std::fs::metadata(path) {
-            Ok(meta) => Ok(Some(Self::of(&meta))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("stat payload", path, e)),
-        }
+        Ok(stat(path)?.map(|meta| Self::of(&meta)))
+    }
+
+    /// The mtime of the payload at `path`; `Ok(None)` when there is none.
+    ///
+    /// # Errors
+    ///
+    /// As [`Stamp::probe`].
+    pub fn probe_modified(path: &Path) -> Result<Option<SystemTime>> {
+        let Some(meta) = stat(path)? else {
+            return Ok(None);
+        };
+        let modified = meta
+            .modified()
+            .map_err(|e| Error::io("stat payload", path, e))?;
+        Ok(Some(modified))
+    }
+}
+
+/// `stat` of a payload; `Ok(None)` when there is none.
+fn stat(path: &Path) -> Result<Option<Metadata>> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("stat payload", path, e)),
     }
 }
 
