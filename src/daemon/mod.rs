@@ -13,9 +13,13 @@
 //! persists the counters, removes the socket and returns `Ok`.
 
 mod configured;
+mod events;
+mod mutex;
 mod notify;
 mod ops;
+mod queue;
 mod reconcile;
+mod registry;
 mod reload;
 mod signals;
 mod socket;

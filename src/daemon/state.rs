@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
@@ -11,24 +11,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::configured::{Configured, InForce};
+use super::events::changes;
+pub(crate) use super::mutex::lock;
+use super::registry::Registry;
 use super::view::{Held, Look, Snapshot, Stamp, View};
-use super::warm;
 use crate::cache::{Cache, Source};
 use crate::config::{Config, SourceConfig};
 use crate::error::{Error, Result};
-use crate::protocol::{ErrorCode, Event, EventKind, WireError};
+use crate::protocol::{ErrorCode, Event, WireError};
 use crate::refresh::Refreshed;
 use crate::source::SourceId;
 use crate::stats::{Counter, Stats};
 
 /// How many events a slow watch client may fall behind by.
 const EVENT_BACKLOG: usize = 1024;
-
-/// Locks a mutex, ignoring poisoning (every critical section leaves its
-/// data consistent).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Everything the daemon's tasks share.
 #[derive(Debug)]
@@ -47,7 +43,7 @@ pub(crate) struct Daemon {
     /// Sources with no data at start that have not had a first attempt.
     seeding: Mutex<BTreeSet<SourceId>>,
     pub stats: Stats,
-    pub warm: warm::Registry,
+    pub warm: Registry,
     /// Stops accepting, scheduling and serving.
     pub shutdown: CancellationToken,
     /// Skips the shutdown grace (a second signal).
@@ -78,7 +74,7 @@ impl Daemon {
             view,
             seeding: Mutex::default(),
             stats,
-            warm: warm::Registry::default(),
+            warm: Registry::default(),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -369,72 +365,3 @@ pub(crate) fn cache_source(sc: &SourceConfig) -> Source {
 }
 
 pub(crate) use crate::cache::blocking;
-
-/// The events between two looks at a source.
-fn changes(id: &SourceId, before: &Look, now: &Look) -> Vec<Event> {
-    let at = SystemTime::now();
-    let mut events = Vec::new();
-    if before.present() && !now.present() {
-        events.push(Event::new(EventKind::Removed, id.clone(), at));
-    }
-    if now.attempts.revision > before.attempts.revision {
-        let mut e = Event::new(EventKind::Committed, id.clone(), at);
-        e.revision = Some(now.attempts.revision);
-        events.push(e);
-    }
-    let (tried, error) = (now.attempts.last_attempt_at, &now.attempts.last_error);
-    if tried != before.attempts.last_attempt_at && tried.is_some() && error.is_some() {
-        let mut e = Event::new(EventKind::Failed, id.clone(), at);
-        e.error.clone_from(error);
-        events.push(e);
-    }
-    events
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cache::Attempts;
-    use crate::meta::Timestamp;
-
-    fn id() -> SourceId {
-        SourceId::parse("a/b").expect("valid")
-    }
-
-    fn look(revision: u64, attempt: Option<Timestamp>, error: Option<&str>) -> Look {
-        Look {
-            payload: true,
-            sidecar: true,
-            attempts: Attempts {
-                revision,
-                last_attempt_at: attempt,
-                last_error: error.map(str::to_owned),
-                ..Attempts::default()
-            },
-            marker: None,
-        }
-    }
-
-    #[test]
-    fn a_new_revision_is_one_committed_event() {
-        let events = changes(
-            &id(),
-            &look(1, None, None),
-            &look(2, Some(Timestamp::now()), None),
-        );
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].event, EventKind::Committed);
-        assert_eq!(events[0].revision, Some(2));
-    }
-
-    #[test]
-    fn a_failed_attempt_carries_its_error_and_a_removal_is_seen() {
-        let before = look(1, None, None);
-        let now = look(1, Some(Timestamp::now()), Some("exit status 3"));
-        let events = changes(&id(), &before, &now);
-        assert_eq!(events[0].event, EventKind::Failed);
-        assert_eq!(events[0].error.as_deref(), Some("exit status 3"));
-        let gone = changes(&id(), &before, &Look::default());
-        assert_eq!(gone[0].event, EventKind::Removed);
-    }
-}

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::value::RawValue;
 
-use super::state::lock;
+use super::mutex::lock;
 use crate::cache::{Attempts, RefreshState};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
