@@ -26,7 +26,7 @@ pub const SOURCE: &str = "bench/x";
 pub const GET_LINE: &[u8] = b"{\"op\":\"get\",\"source\":\"bench/x\"}\n";
 
 /// How long the bench waits for a daemon to listen or to get ready.
-pub const START_DEADLINE: Duration = Duration::from_secs(120);
+pub const START_DEADLINE: Duration = Duration::from_secs(300);
 
 /// Where a daemon keeps its things: root, socket, config and log.
 #[derive(Debug, Clone)]
