@@ -226,6 +226,9 @@ impl Daemon {
 
     /// [`Daemon::observe`] for many sources, in one blocking call.
     pub async fn observe_many(&self, ids: Vec<SourceId>) {
+        if ids.is_empty() {
+            return;
+        }
         for (id, look, _) in self.look_at(ids, HashSet::new()).await {
             match look {
                 Ok(look) => self.apply(&id, look),

@@ -230,9 +230,25 @@ struct Slots {
     by_id: HashMap<SourceId, Slot>,
     /// The bytes of every held payload, at most [`HOLD_BUDGET`].
     held_bytes: u64,
+    /// How many sources have a payload, by tier, kept as looks are
+    /// recorded (counting them afresh at every commit would make seeding
+    /// quadratic in the number of sources).
+    keys: BTreeMap<String, u64>,
 }
 
 impl Slots {
+    /// Counts a source's payload in (`add`) or out of its tier's count.
+    fn count_key(&mut self, id: &SourceId, add: bool) {
+        let count = self.keys.entry(id.tier().to_owned()).or_insert(0);
+        match add {
+            true => *count += 1,
+            false => *count = count.saturating_sub(1),
+        }
+        if *count == 0 {
+            self.keys.remove(id.tier());
+        }
+    }
+
     /// Lets go of a source's held payload.
     fn release(&mut self, id: &SourceId) {
         let Some(slot) = self.by_id.get_mut(id) else {
@@ -251,6 +267,9 @@ impl View {
     pub fn record(&self, id: &SourceId, look: Look) -> Option<Look> {
         let mut slots = lock(&self.inner);
         let Some(slot) = slots.by_id.get_mut(id) else {
+            if look.payload {
+                slots.count_key(id, true);
+            }
             let slot = Slot {
                 look,
                 ..Slot::default()
@@ -260,6 +279,10 @@ impl View {
         };
         let moved = !look.payload || look.attempts.revision != slot.look.attempts.revision;
         let before = std::mem::replace(&mut slot.look, look);
+        let now = slot.look.payload;
+        if before.payload != now {
+            slots.count_key(id, now);
+        }
         if moved {
             slots.release(id);
         }
@@ -298,12 +321,7 @@ impl View {
 
     /// How many sources have a payload, by tier.
     pub fn keys_by_tier(&self) -> BTreeMap<String, u64> {
-        let mut by_tier = BTreeMap::new();
-        let slots = lock(&self.inner);
-        for (id, _) in slots.by_id.iter().filter(|(_, s)| s.look.payload) {
-            *by_tier.entry(id.tier().to_owned()).or_insert(0u64) += 1;
-        }
-        by_tier
+        lock(&self.inner).keys.clone()
     }
 
     /// The bytes of the payloads held now.

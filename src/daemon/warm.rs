@@ -148,11 +148,20 @@ fn start_next(daemon: &Arc<Daemon>, permit: OwnedSemaphorePermit) {
 async fn attempt(daemon: Arc<Daemon>, sc: Configured, look: Look, permit: OwnedSemaphorePermit) {
     let recheck = due_times(&daemon, vec![look]).await;
     let due = recheck.first().and_then(|(_, due)| *due);
-    let result = match due.is_some_and(|due| due <= Instant::now()) {
-        true => Some(daemon.run_refresh(&sc).await),
-        false => None,
+    let due_now = due.is_some_and(|due| due <= Instant::now());
+    let result = if due_now && daemon.cache.in_flight_here(&sc.id) {
+        // Already running here (forced by a client): join it, holding no
+        // permit while it runs.
+        drop(permit);
+        Some(daemon.refresh(&sc).await)
+    } else {
+        let result = match due_now {
+            true => Some(daemon.run_refresh(&sc).await),
+            false => None,
+        };
+        drop(permit);
+        result
     };
-    drop(permit);
     daemon.seeded(&sc.id);
     let pause = match result {
         Some(Err(Error::RefreshFailed { .. } | Error::Timeout { .. })) | Some(Ok(_)) | None => {

@@ -105,3 +105,20 @@ fn holding_stays_within_the_budget_and_counts_what_it_lets_go() {
     view.hold(&id(), &held);
     assert!(view.held(&id(), held.stamp).is_none(), "over the budget");
 }
+
+#[test]
+fn key_counts_follow_payloads_coming_and_going() {
+    let view = View::default();
+    let other = SourceId::parse("t/other").expect("valid");
+    view.record(&id(), attempts(1));
+    view.record(&other, attempts(1));
+    assert_eq!(view.keys_by_tier().get("t"), Some(&2));
+    view.record(&id(), attempts(2));
+    assert_eq!(view.keys_by_tier().get("t"), Some(&2), "a new revision");
+    view.record(&id(), Look::default());
+    assert_eq!(view.keys_by_tier().get("t"), Some(&1), "a payload removed");
+    view.record(&other, Look::default());
+    assert_eq!(view.keys_by_tier().get("t"), None, "none left");
+    view.record(&other, attempts(3));
+    assert_eq!(view.keys_by_tier().get("t"), Some(&1), "back");
+}
