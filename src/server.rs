@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -64,6 +64,10 @@ impl Default for Limits {
 pub enum Answer {
     /// One response line (as made by [`to_line`]).
     Line(String),
+    /// One long response line, sent in chunks as they are made (so that
+    /// the whole line is never held at once). The last chunk ends with the
+    /// newline; a stream that ends without one closes the connection.
+    Chunks(mpsc::Receiver<Vec<u8>>),
     /// The first line of a watch, then the events of `stream` until the
     /// client closes.
     Watch {

@@ -39,12 +39,7 @@ async fn dispatch(d: Arc<Daemon>, envelope: Envelope) -> Answer {
         Request::Watch { sources } => return watch(&d, sources, id),
         Request::Refresh(target) => refresh::refresh(&d, target).await,
         Request::State { source } => source_state(&d, &source).await,
-        Request::Status => {
-            return match super::status::line(&d, id.clone()).await {
-                Ok(line) => Answer::Line(line),
-                Err(e) => Answer::error(id, wire(&e)),
-            };
-        }
+        Request::Status => return Answer::Chunks(super::status::chunks(&d, id)),
         Request::Invalidate { source } => read::invalidate(&d, &source).await,
         Request::Prune { dry_run } => prune(&d, dry_run).await,
         Request::Stats => {

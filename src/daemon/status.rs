@@ -1,44 +1,88 @@
 //! `status` for any number of sources: one line per configured source,
 //! serialised straight into the answer from what the view records and one
-//! `stat` of each payload, with no payload read and no JSON tree of every
-//! source held at once.
+//! `stat` of each payload, with no payload read, and streamed to the
+//! client in chunks, so that neither a JSON tree of every source nor the
+//! whole answer is held at once.
 
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
 use serde::ser::{SerializeSeq, Serializer};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
-use super::state::{Daemon, blocking};
+use super::state::Daemon;
 use super::view::{Look, Stamp};
 use crate::cache::RefreshState;
 use crate::config::{Config, SourceConfig};
-use crate::error::Result;
-use crate::protocol::{Response, timestamp, to_line};
+use crate::protocol::{Response, timestamp};
 use crate::source::SourceId;
 use crate::stats::millis;
 
-/// The whole `status` answer line, with `id` echoed.
-///
-/// # Errors
-///
-/// [`crate::Error::Internal`] when the blocking task fails or the line
-/// cannot be serialised.
-pub(crate) async fn line(d: &Arc<Daemon>, id: Option<Value>) -> Result<String> {
+/// How many bytes of the answer are sent at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// The `status` answer line, with `id` echoed, made on a blocking thread
+/// and handed over in chunks as it is written: with 100,000 sources the
+/// whole line is tens of MiB, and it is never held at once.
+pub(crate) fn chunks(d: &Arc<Daemon>, id: Option<Value>) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel(2);
     let d = Arc::clone(d);
-    blocking(move || {
-        let config = d.config();
-        let body = Body {
-            daemon: daemon(&d, &config),
-            sources: Lines {
-                d: &d,
-                config: &config,
-            },
+    tokio::task::spawn_blocking(move || {
+        let mut out = Chunks {
+            buf: Vec::with_capacity(CHUNK),
+            tx,
         };
-        to_line(&Response::success(id, body)).map_err(|e| crate::Error::Internal(e.to_string()))
-    })
-    .await
+        if let Err(e) = write(&d, id, &mut out) {
+            tracing::debug!("the status answer was not sent to its end: {e}");
+        }
+    });
+    rx
+}
+
+fn write(d: &Daemon, id: Option<Value>, out: &mut Chunks) -> io::Result<()> {
+    let config = d.config();
+    let body = Body {
+        daemon: daemon(d, &config),
+        sources: Lines { d, config: &config },
+    };
+    serde_json::to_writer(&mut *out, &Response::success(id, body))?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// A writer that hands its bytes over in chunks of about [`CHUNK`].
+struct Chunks {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+impl Write for Chunks {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CHUNK {
+            self.hand_over()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.buf.is_empty() {
+            true => Ok(()),
+            false => self.hand_over(),
+        }
+    }
+}
+
+impl Chunks {
+    fn hand_over(&mut self) -> io::Result<()> {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client is gone"))
+    }
 }
 
 #[derive(Serialize)]

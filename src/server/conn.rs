@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{Answer, EventStream, Limits, Service, watch};
@@ -84,6 +84,9 @@ async fn requests<S: Service>(
         };
         match answer {
             Answer::Line(text) => send(&mut writer, text.as_bytes(), limits.write_timeout).await?,
+            Answer::Chunks(chunks) => {
+                send_chunks(&mut writer, chunks, limits.write_timeout).await?
+            }
             Answer::Watch {
                 first,
                 stream: events,
@@ -119,11 +122,29 @@ async fn start_watch<S>(
     Ok(())
 }
 
+/// Writes a line made in chunks. A line that ends without its newline
+/// (its maker failed) cannot be finished: the connection is closed.
+async fn send_chunks<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut chunks: mpsc::Receiver<Vec<u8>>,
+    limit: Duration,
+) -> io::Result<()> {
+    let mut ended = false;
+    while let Some(chunk) = chunks.recv().await {
+        send(writer, &chunk, limit).await?;
+        ended = chunk.ends_with(b"\n");
+    }
+    match ended {
+        true => Ok(()),
+        false => Err(io::Error::other("the answer could not be made to its end")),
+    }
+}
+
 /// A failure answer as a line.
 fn error_line(error: WireError) -> String {
     match Answer::error(None, error) {
         Answer::Line(line) => line,
-        Answer::Watch { first, .. } => first,
+        Answer::Chunks(_) | Answer::Watch { .. } => "{\"ok\":false}\n".into(),
     }
 }
 

@@ -29,6 +29,8 @@ impl Service for Echo {
                 None,
             );
             match answer {
+                _ if op == "status" => chunked(&["{\"ok\":true,", "\"echo\":\"status\"}\n"]),
+                _ if op == "metrics" => chunked(&["{\"ok\":true,"]),
                 Answer::Line(first) if op == "watch" => Answer::Watch {
                     first,
                     stream: EventStream::new(rx, None),
@@ -37,6 +39,15 @@ impl Service for Echo {
             }
         }
     }
+}
+
+/// An answer made of these chunks.
+fn chunked(parts: &[&str]) -> Answer {
+    let (tx, rx) = tokio::sync::mpsc::channel(parts.len());
+    for part in parts {
+        tx.try_send(part.as_bytes().to_vec()).expect("room");
+    }
+    Answer::Chunks(rx)
 }
 
 struct Running {
@@ -240,5 +251,27 @@ async fn idle_watches_do_not_starve_requests() {
     let mut b = BufReader::new(UnixStream::connect(&s.path).await.expect("connect"));
     assert_eq!(ask(&mut a, b"{\"op\":\"hello\"}\n").await["echo"], "hello");
     assert_eq!(ask(&mut b, b"{\"op\":\"stats\"}\n").await["echo"], "stats");
+    s.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_line_made_in_chunks_arrives_whole_and_an_unfinished_one_closes() {
+    let s = start(Limits::default());
+    let mut c = BufReader::new(UnixStream::connect(&s.path).await.expect("connect"));
+    assert_eq!(
+        ask(&mut c, b"{\"op\":\"status\"}\n").await["echo"],
+        "status"
+    );
+    c.get_mut()
+        .write_all(b"{\"op\":\"metrics\"}\n")
+        .await
+        .expect("write");
+    let mut rest = String::new();
+    let n = c.read_line(&mut rest).await.expect("read");
+    assert_eq!(
+        (n, rest.as_str()),
+        (11, "{\"ok\":true,"),
+        "cut off, then closed"
+    );
     s.shutdown.cancel();
 }
