@@ -44,7 +44,7 @@ impl SourceLock {
     }
 
     /// Takes the lock, blocking the calling thread until it is free (see
-    /// [`acquire_waiting`] for the bounded wait the async side uses).
+    /// `acquire_waiting` for the bounded wait the async side uses).
     ///
     /// # Errors
     ///
