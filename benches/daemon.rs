@@ -6,9 +6,11 @@
 //!    client (goal ≤ 1.3×) and throughput of 64 concurrent clients (goal
 //!    ≥ 0.7×);
 //! 2. `discocache get` as a whole process vs `cat` of the payload file
-//!    (goal ≤ 1.25×) and vs a cached `bkt` hit (goal: faster);
-//! 3. a daemon with 10,000 sources: VmRSS (goal < 64 MiB) and the time from
-//!    a restart until it serves them all (goal < 2 s).
+//!    (goal ≤ 1.4×) and vs a cached `bkt` hit;
+//! 3. daemons with 10,000 and 100,000 `file` sources: seeding time from an
+//!    empty root (goal < 150 s for 100,000), `status --json` (goals
+//!    < 0.3 s and < 2 s), and VmRSS over 20 `status` calls (goal < 256 MiB
+//!    and within ±10 %).
 //!
 //! Run with `cargo bench --bench daemon` (add `socket`, `process` or
 //! `scale` after `--` to run only some). Results are printed as Markdown.

@@ -8,14 +8,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::freshness;
 use crate::layout::Layout;
-use crate::lock::SourceLock;
+use crate::lock::{self, SourceLock};
 use crate::meta::{Marker, Meta, Sidecar, Timestamp};
 use crate::prune::{self, Pruned, Recovered};
 use crate::refresh::{self, Holder, Refreshed};
@@ -468,6 +467,13 @@ impl Cache {
         (self.layout().clone(), source.clone(), unsaved)
     }
 
+    /// Joins the refresh of `id` running in this process and waits for its
+    /// outcome; `None` when none runs.
+    pub(crate) fn join(&self, id: &SourceId) -> Option<impl Future<Output = Result<Refreshed>>> {
+        let ticket = self.inner.flights.join(id)?;
+        Some(async move { unshare(ticket.wait().await, true) })
+    }
+
     /// True while a refresh of `id` runs in this process.
     pub(crate) fn in_flight_here(&self, id: &SourceId) -> bool {
         self.inner.flights.in_flight(id)
@@ -612,9 +618,10 @@ fn share_error(e: &Error, joined: bool) -> Error {
             message: message.clone(),
             joined: joined || matches!(e, Error::RefreshFailed { joined: true, .. }),
         },
-        Error::Timeout { id, waited } => Error::Timeout {
+        Error::Timeout { id, waited, holder } => Error::Timeout {
             id: id.clone(),
             waited: *waited,
+            holder: *holder,
         },
         other => Error::Internal(other.to_string()),
     }
@@ -695,37 +702,32 @@ where
     run_holding(layout, unsaved, source, lock, f).await
 }
 
-/// Waits (on a blocking thread, woken by the kernel when the holder's lock
-/// is released) for a source's lock, bounded by the holder's deadline plus
-/// [`WAIT_GRACE`]. Returns the lock and the sidecar as the holder left it.
+/// Waits for a source's lock, held by another process, bounded by the
+/// holder's deadline plus [`WAIT_GRACE`] and woken by the kernel when the
+/// holder lets go (see [`crate::lock::acquire_waiting`]: no thread of the
+/// runtime is held, and dropping this future stops the wait). Returns the
+/// lock and the sidecar as the holder left it.
 async fn acquire_waiting(layout: &Layout, source: &Source) -> Result<(SourceLock, Option<Meta>)> {
-    let marker = refresh::read_marker(layout, &source.id);
-    let now = Timestamp::now();
-    let left = marker.map_or(source.policy.refresh_deadline, |m| now.until(m.deadline));
+    let (l, id) = (layout.clone(), source.id.clone());
+    let marker = blocking(move || {
+        store::ensure_dir(&l.tier_dir(&id))?;
+        Ok(refresh::read_marker(&l, &id))
+    })
+    .await?;
+    let left = marker.as_ref().map_or(source.policy.refresh_deadline, |m| {
+        Timestamp::now().until(m.deadline)
+    });
     let budget = left + WAIT_GRACE;
-    let abandoned = Arc::new(AtomicBool::new(false));
-    let (l, id, gave_up) = (layout.clone(), source.id.clone(), Arc::clone(&abandoned));
-    let waiter =
-        tokio::task::spawn_blocking(move || -> Result<Option<(SourceLock, Option<Meta>)>> {
-            store::ensure_dir(&l.tier_dir(&id))?;
-            let lock = SourceLock::acquire_blocking(&l.lock(&id))?;
-            if gave_up.load(Ordering::SeqCst) {
-                return Ok(None);
-            }
-            Ok(Some((lock, refresh::read_meta(&l, &id).unwrap_or(None))))
+    let Some(lock) = lock::acquire_waiting(&layout.lock(&source.id), budget).await? else {
+        return Err(Error::Timeout {
+            id: source.id.clone(),
+            waited: budget,
+            holder: marker.map(|m| m.pid),
         });
-    match tokio::time::timeout(budget, waiter).await {
-        Ok(Ok(Ok(Some(got)))) => Ok(got),
-        Ok(Ok(Ok(None))) | Err(_) => {
-            abandoned.store(true, Ordering::SeqCst);
-            Err(Error::Timeout {
-                id: source.id.clone(),
-                waited: budget,
-            })
-        }
-        Ok(Ok(Err(e))) => Err(e),
-        Ok(Err(e)) => Err(Error::Internal(format!("lock waiter failed: {e}"))),
-    }
+    };
+    let (l, id) = (layout.clone(), source.id.clone());
+    let meta = blocking(move || Ok(refresh::read_meta(&l, &id).unwrap_or(None))).await?;
+    Ok((lock, meta))
 }
 
 /// With the lock held: mark, run the refresher under the deadline, commit or

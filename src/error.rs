@@ -48,12 +48,18 @@ pub enum Error {
     },
 
     /// Waiting for another process's refresh took longer than its deadline.
-    #[error("{id}: waited {waited:?} for the refresh held by another process; it did not finish")]
+    #[error(
+        "{id}: waited {} for the refresh held by {}; it did not finish",
+        whole_millis(*.waited),
+        holder_name(*.holder)
+    )]
     Timeout {
         /// The source.
         id: SourceId,
         /// How long we waited.
         waited: Duration,
+        /// The pid its marker names, when there is one.
+        holder: Option<u32>,
     },
 
     /// Something other than a regular file (or a real directory) sits where
@@ -112,6 +118,21 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// A wait as an error shows it: to the millisecond.
+fn whole_millis(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_millis(
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+    ))
+}
+
+/// The holder of a refresh, as an error names it.
+fn holder_name(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("pid {pid}"),
+        None => "another process".into(),
     }
 }
 

@@ -136,13 +136,6 @@ pub fn classify(file_name: &str) -> Option<(String, FileKind)> {
     })
 }
 
-/// The source name whose payload `file_name` would be (`x` for `x.json`),
-/// unchecked: a sidecar `x.meta.json` gives `x.meta`, which is what a
-/// source named `x.meta` would be called.
-pub fn payload_stem(file_name: &str) -> Option<&str> {
-    file_name.strip_suffix(PAYLOAD)
-}
-
 fn valid_name(name: &str) -> Option<String> {
     check_part(name, "name", name)
         .ok()

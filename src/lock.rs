@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use crate::beneath::{self, Access, Dir};
 use crate::error::{Error, Result};
 
+mod wait;
+
+pub(crate) use wait::acquire as acquire_waiting;
+
 /// A held exclusive lock; released on drop.
 #[derive(Debug)]
 pub struct SourceLock {
@@ -39,7 +43,8 @@ impl SourceLock {
         }
     }
 
-    /// Takes the lock, blocking the calling thread until it is free.
+    /// Takes the lock, blocking the calling thread until it is free (see
+    /// `acquire_waiting` for the bounded wait the async side uses).
     ///
     /// # Errors
     ///

@@ -1,30 +1,30 @@
-//! The socket server: a pool of threads that accept connections and serve
-//! each with blocking reads and writes, newline-delimited JSON framing, the
-//! connection cap, the idle timeout, peer credential checks and shutdown.
-//!
-//! A connection is served by the thread that accepted it (see `pool` and
-//! `conn`), which reads a line, has the service answer it and writes the
-//! answer. A request the service can answer from memory
-//! ([`Service::answer_now`]) is answered right there: one wake-up, one read
-//! and one write, with no event-loop hop. Any other runs on the runtime
-//! with [`Handle::block_on`]. A `watch` is handed to an async task once its
-//! first line is sent (see `watch`).
+//! The socket server, in the shape of mini-redis's: a tokio accept loop,
+//! a [`Semaphore`] for the connection cap, and one task per connection that
+//! reads a line, has the [`Service`] answer it, and writes the answer, with
+//! `select!` on the shutdown token around every wait.
 //!
 //! What each request does is the [`Service`]'s business; the server owns the
-//! transport rules of protocol v1 (see [`crate::protocol`]): a malformed line
-//! gets an error and the connection stays usable, an oversize line gets
-//! `too_large` and the connection is closed, a connection past the cap gets
-//! `busy` and is closed, and a peer with another uid (other than root) is
-//! closed without an answer.
+//! transport rules of protocol v1 (see [`crate::protocol`]):
+//!
+//! - a peer with another uid (other than root) is closed without an answer;
+//! - past [`Limits::max_connections`] a client gets `busy` and is closed;
+//! - a connection that has not finished a request line within
+//!   [`Limits::idle_timeout`] of starting to wait for it is closed, however
+//!   slowly it dribbles bytes;
+//! - a malformed line gets an error and the connection stays usable; an
+//!   oversize line gets `too_large` and the connection is closed;
+//! - a client that does not take an answer within [`Limits::write_timeout`]
+//!   is dropped;
+//! - a `watch` moves to its own cap, [`Limits::max_watches`], and gives its
+//!   request slot back, so watchers never starve requests.
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::UnixListener;
-use tokio::runtime::Handle;
-use tokio::sync::{Semaphore, broadcast};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,9 +34,14 @@ use crate::source::SourceId;
 /// The server's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Most connections open at once; past it a client gets `busy`.
+    /// Most request connections open at once; past it a client gets
+    /// `busy`.
     pub max_connections: usize,
-    /// A connection with no request for this long is closed (watch
+    /// Most `watch` connections open at once (counted apart from the
+    /// others); past it a `watch` is answered `busy`.
+    pub max_watches: usize,
+    /// A request line must be complete within this of the connection
+    /// starting to wait for it; else the connection is closed (watch
     /// connections are exempt).
     pub idle_timeout: Duration,
     /// A client that does not take a response within this is dropped.
@@ -47,6 +52,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 256,
+            max_watches: 256,
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
         }
@@ -58,6 +64,10 @@ impl Default for Limits {
 pub enum Answer {
     /// One response line (as made by [`to_line`]).
     Line(String),
+    /// One long response line, sent in chunks as they are made (so that
+    /// the whole line is never held at once). The last chunk ends with the
+    /// newline; a stream that ends without one closes the connection.
+    Chunks(mpsc::Receiver<Vec<u8>>),
     /// The first line of a watch, then the events of `stream` until the
     /// client closes.
     Watch {
@@ -120,24 +130,16 @@ impl EventStream {
     }
 }
 
-/// Answers requests. The server calls it once per parsed request line.
+/// Answers requests. The server calls it once per parsed request line,
+/// on the connection's task.
 pub trait Service: Send + Sync + 'static {
     /// Handles one request.
     fn call(self: &Arc<Self>, request: Envelope) -> impl Future<Output = Answer> + Send;
-
-    /// Answers a request that needs nothing but memory at once, writing
-    /// its line (newline included) to `out`, on the connection's thread;
-    /// false when it must go through [`Self::call`] (the default).
-    fn answer_now(&self, _request: &Envelope, _out: &mut Vec<u8>) -> bool {
-        false
-    }
 }
 
-/// Serves connections on `listener` until `shutdown` is cancelled, on a
-/// pool of threads (see `pool`; watches go on as tasks). Every thread and
-/// task is tracked by `tracker`, and each connection ends at the next
-/// request boundary after `shutdown`. When the pool cannot start (no
-/// thread, no descriptor), it logs why and cancels `shutdown`.
+/// Serves connections on `listener` until `shutdown` is cancelled. Every
+/// connection is a task tracked by `tracker`; each ends at its next wait
+/// (for a request line, or for an event) after `shutdown`.
 pub async fn serve<S: Service>(
     listener: UnixListener,
     service: Arc<S>,
@@ -145,38 +147,62 @@ pub async fn serve<S: Service>(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let open = conn::Open::new();
-    tracker.spawn(open.clone().close_on(shutdown.clone()));
-    let conn = conn::Conn {
+    let ctx = Arc::new(conn::Ctx {
         service,
         limits,
         shutdown: shutdown.clone(),
-        tracker,
-        runtime: Handle::current(),
-        open,
-    };
+        watches: Arc::new(Semaphore::new(limits.max_watches)),
+    });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let started = listener
-        .into_std()
-        .and_then(|listener| pool::Pool::new(listener, conn, slots))
-        .map(Arc::new)
-        .and_then(|pool| pool.start().map(|()| pool));
-    match started {
-        Ok(pool) => {
-            shutdown.cancelled().await;
-            pool.stop();
+    let own_uid = nix::unistd::getuid().as_raw();
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(&e, &shutdown).await;
+                    continue;
+                }
+            },
+        };
+        if !peer_allowed(&stream, own_uid) {
+            continue;
+        }
+        match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => tracker.spawn(conn::serve(stream, Arc::clone(&ctx), slot)),
+            Err(_) => tracker.spawn(conn::busy(stream, limits.write_timeout)),
+        };
+    }
+}
+
+/// After a failed `accept` (out of descriptors, most often): log it and
+/// pause a little, so that a lasting failure does not spin.
+async fn accept_failed(e: &std::io::Error, shutdown: &CancellationToken) {
+    tracing::warn!("cannot accept a connection: {e}");
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+    }
+}
+
+/// A peer runs as our uid or as root (`SO_PEERCRED`); anything else, or a
+/// peer whose credentials cannot be read, is refused.
+fn peer_allowed(stream: &UnixStream, own_uid: u32) -> bool {
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == own_uid || cred.uid() == 0 => true,
+        Ok(cred) => {
+            tracing::warn!("refused a connection from uid {}", cred.uid());
+            false
         }
         Err(e) => {
-            // A daemon that cannot answer on its socket stops rather than
-            // run unreachable.
-            tracing::error!("cannot serve the socket: {e}; stopping");
-            shutdown.cancel();
+            tracing::warn!("refused a connection whose peer is unknown: {e}");
+            false
         }
     }
 }
 
 mod conn;
-mod pool;
 mod watch;
 
 #[cfg(test)]

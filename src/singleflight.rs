@@ -71,6 +71,16 @@ impl Flights {
         }
     }
 
+    /// Joins the flight for `id` if one runs; `None` when none does.
+    pub fn join(&self, id: &SourceId) -> Option<Ticket> {
+        let map = self.map.lock().expect("flights lock");
+        let slot = map.get(id).filter(|s| s.has_changed().is_ok())?;
+        Some(Ticket {
+            slot: slot.clone(),
+            joined: true,
+        })
+    }
+
     /// True while a flight for `id` runs in this process.
     pub fn in_flight(&self, id: &SourceId) -> bool {
         let map = self.map.lock().expect("flights lock");

@@ -1,45 +1,41 @@
-//! §3: a daemon with 10,000 `file` sources: its memory, and how long a
-//! restart takes until it serves them all.
-//!
-//! Cold start: the daemon seeds every source (one refresh each: read the
-//! small file, commit it). Then SIGTERM and a restart, twice: the payloads
-//! are on disk and fresh (ttl 24 h), so nothing is refetched. "ready" is
-//! measured from the spawn until `stats` says `ready` and a `get` of the
-//! last source answers with data; "all served" until a `get` of every
-//! source (sequential, one connection) has answered with data.
+//! §3: a daemon with many `file` sources (10,000, then 100,000): how long
+//! it takes to seed them all from an empty root, how long `status` takes
+//! (the socket op, and `discocache status --json` as a whole process), and
+//! its resident memory over 20 consecutive `status` calls.
 
 use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
-use super::harness::{Daemon, LineClient, Paths, cpu_share, vm_kib};
-use crate::common::verdict;
+use super::harness::{BIN, Daemon, Paths, vm_kib};
+use crate::common::{max, median, min, verdict};
 
-/// Sources, spread over `TIERS` tiers.
-const SOURCES: usize = 10_000;
+/// Sources are spread over this many tiers.
 const TIERS: usize = 10;
-/// Goals: resident memory below, restart-to-serving below.
-const GOAL_RSS_MIB: f64 = 64.0;
-const GOAL_RESTART: Duration = Duration::from_secs(2);
-/// How long the daemon's CPU use is sampled once every source is served.
-const IDLE_WINDOW: Duration = Duration::from_secs(1);
-/// Restarts measured after the cold start.
-const RESTARTS: usize = 2;
+/// `status` calls in a row whose memory is watched.
+const CALLS: usize = 20;
+/// Goals.
+const GOAL_STATUS_10K: Duration = Duration::from_millis(300);
+const GOAL_STATUS_100K: Duration = Duration::from_secs(2);
+const GOAL_SEED_100K: Duration = Duration::from_secs(150);
+const GOAL_RSS_MIB: f64 = 256.0;
+const GOAL_FLAT: f64 = 0.10;
 
 fn source_id(i: usize) -> String {
-    format!("t{}/s{i:05}", i % TIERS)
+    format!("t{}/s{i:06}", i % TIERS)
 }
 
-/// Writes the data files and the config.
-fn write_setup(dir: &Path, paths: &Paths) -> Result<()> {
+/// Writes `n` data files and a config naming them.
+fn write_setup(dir: &Path, paths: &Paths, n: usize) -> Result<()> {
     let data = dir.join("data");
     fs::create_dir_all(&data)?;
     let mut config = String::from("[defaults]\nttl = \"24h\"\n");
-    for i in 0..SOURCES {
-        let file = data.join(format!("{i:05}.json"));
+    for i in 0..n {
+        let file = data.join(format!("{i:06}.json"));
         fs::write(
             &file,
             format!("{{\"n\":{i},\"models\":[\"a-{i}\",\"b-{i}\"]}}\n"),
@@ -55,112 +51,120 @@ fn write_setup(dir: &Path, paths: &Paths) -> Result<()> {
     Ok(())
 }
 
-/// One start, measured.
-struct Start {
-    listening: Duration,
-    ready: Duration,
-    all: Duration,
-    rss_kib: u64,
-    hwm_kib: u64,
-    idle_cpu: f64,
+/// What one size measured.
+struct Measured {
+    n: usize,
+    seed: Duration,
+    status_op: Vec<f64>,
+    status_cli: Vec<f64>,
+    rss_mib: Vec<f64>,
 }
 
-/// Spawns the daemon and waits until it serves every source.
-fn start(paths: &Paths) -> Result<(Daemon, Start)> {
-    let t0 = Instant::now();
-    let mut daemon = Daemon::spawn(paths)?;
-    let mut client = daemon.connect()?;
-    let listening = t0.elapsed();
-    client.wait_ready()?;
-    client.get_ok(&source_id(SOURCES - 1))?;
-    let ready = t0.elapsed();
-    get_all(&mut client)?;
-    let all = t0.elapsed();
-    let start = Start {
-        listening,
-        ready,
-        all,
-        rss_kib: vm_kib(daemon.pid(), "VmRSS")?,
-        hwm_kib: vm_kib(daemon.pid(), "VmHWM")?,
-        idle_cpu: cpu_share(daemon.pid(), IDLE_WINDOW)?,
-    };
-    Ok((daemon, start))
-}
-
-fn get_all(client: &mut LineClient) -> Result<()> {
-    for i in 0..SOURCES {
-        client.get_ok(&source_id(i))?;
-    }
-    Ok(())
-}
-
-/// Runs the cold start and the restarts, and prints their table.
+/// Runs both sizes and prints their table.
 ///
 /// # Errors
 ///
-/// Any setup failure, a daemon that does not serve every source, or an
-/// unclean exit on SIGTERM.
+/// Any setup failure, or a daemon that does not seed or answer.
 pub fn run() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let paths = Paths::under(dir.path());
-    write_setup(dir.path(), &paths)?;
-    println!("\n## 3. {SOURCES} file sources ({TIERS} tiers, ttl 24h)\n");
+    println!("\n## 3. Many `file` sources ({TIERS} tiers, ttl 24h), from an empty root\n");
     println!(
-        "| start | listening ms | ready + last get ms | every source served ms | VmRSS MiB | VmHWM MiB | CPU after, no client | stop (SIGTERM→exit) ms |"
+        "| sources | seeded (start → ready) s | `status` op median ms | `discocache status --json` median ms | VmRSS over {CALLS} status calls MiB (min–max) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    let mut rows = Vec::new();
-    let (mut daemon, mut measured) = start(&paths)?;
-    for n in 0..=RESTARTS {
-        let stop = daemon.stop()?;
-        print_row(n, &measured, stop);
-        rows.push(measured);
-        if n == RESTARTS {
-            break;
-        }
-        (daemon, measured) = start(&paths)?;
-    }
-    summarize(&rows);
+    println!("|---|---|---|---|---|");
+    let small = measure(10_000, 5)?;
+    print_row(&small);
+    let large = measure(100_000, 3)?;
+    print_row(&large);
+    summarize(&small, &large);
     Ok(())
 }
 
-fn print_row(n: usize, s: &Start, stop: Duration) {
-    let name = if n == 0 {
-        "cold (seeds every source)".to_owned()
-    } else {
-        format!("restart {n}")
-    };
+fn measure(n: usize, cli_runs: usize) -> Result<Measured> {
+    let dir = tempfile::tempdir()?;
+    let paths = Paths::under(dir.path());
+    write_setup(dir.path(), &paths, n)?;
+    let t0 = Instant::now();
+    let mut daemon = Daemon::spawn(&paths)?;
+    let mut client = daemon.connect()?;
+    client.wait_ready()?;
+    let seed = t0.elapsed();
+    let mut status_op = Vec::new();
+    let mut rss_mib = Vec::new();
+    for _ in 0..CALLS {
+        let started = Instant::now();
+        let answer = client.ask(b"{\"op\":\"status\"}\n")?;
+        status_op.push(started.elapsed().as_secs_f64() * 1e3);
+        if !answer.starts_with("{\"ok\":true") {
+            bail!("status: {answer:.300}");
+        }
+        rss_mib.push(vm_kib(daemon.pid(), "VmRSS")? as f64 / 1024.0);
+    }
+    let mut status_cli = Vec::new();
+    for _ in 0..cli_runs {
+        let started = Instant::now();
+        let out = Command::new(BIN)
+            .args(paths.args())
+            .args(["status", "--json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        status_cli.push(started.elapsed().as_secs_f64() * 1e3);
+        if !out.success() {
+            bail!("discocache status --json exited {out}");
+        }
+    }
+    daemon.stop()?;
+    Ok(Measured {
+        n,
+        seed,
+        status_op,
+        status_cli,
+        rss_mib,
+    })
+}
+
+fn print_row(m: &Measured) {
     println!(
-        "| {name} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} % | {:.0} |",
-        ms(s.listening),
-        ms(s.ready),
-        ms(s.all),
-        s.rss_kib as f64 / 1024.0,
-        s.hwm_kib as f64 / 1024.0,
-        s.idle_cpu * 100.0,
-        ms(stop)
+        "| {} | {:.1} | {:.0} | {:.0} | {:.1}–{:.1} |",
+        m.n,
+        m.seed.as_secs_f64(),
+        median(&m.status_op),
+        median(&m.status_cli),
+        min(&m.rss_mib),
+        max(&m.rss_mib)
     );
 }
 
-fn summarize(rows: &[Start]) {
-    let rss = rows.iter().map(|s| s.rss_kib).max().unwrap_or(0) as f64 / 1024.0;
+fn summarize(small: &Measured, large: &Measured) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let cli = median(&small.status_cli);
     println!(
-        "\nlargest VmRSS with every source served: **{rss:.1} MiB** (goal < {GOAL_RSS_MIB} MiB: {})",
-        verdict(rss < GOAL_RSS_MIB)
+        "\n10,000 sources, `discocache status --json`: **{cli:.0} ms** (goal < {:.0} ms: {})",
+        ms(GOAL_STATUS_10K),
+        verdict(cli < ms(GOAL_STATUS_10K))
     );
-    let restarts = &rows[1..];
-    let ready = restarts.iter().map(|s| s.ready).max().unwrap_or_default();
-    let all = restarts.iter().map(|s| s.all).max().unwrap_or_default();
+    let seed = large.seed;
     println!(
-        "slowest restart to ready + last get: **{:.0} ms**; to every source served: **{:.0} ms** (goal < {:.0} ms: {} / {})",
-        ms(ready),
-        ms(all),
-        ms(GOAL_RESTART),
-        verdict(ready < GOAL_RESTART),
-        verdict(all < GOAL_RESTART)
+        "100,000 sources seeded from an empty root in **{:.1} s** (goal < {:.0} s: {})",
+        seed.as_secs_f64(),
+        GOAL_SEED_100K.as_secs_f64(),
+        verdict(seed < GOAL_SEED_100K)
     );
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+    let cli = median(&large.status_cli);
+    println!(
+        "100,000 sources, `discocache status --json`: **{cli:.0} ms** (goal < {:.0} ms: {})",
+        ms(GOAL_STATUS_100K),
+        verdict(cli < ms(GOAL_STATUS_100K))
+    );
+    let (low, high) = (min(&large.rss_mib), max(&large.rss_mib));
+    let spread = (high - low) / low;
+    println!(
+        "100,000 sources, VmRSS: **{high:.1} MiB** at most (goal < {GOAL_RSS_MIB} MiB: {}), \
+         spread over {CALLS} status calls **{:.1} %** (goal ≤ {:.0} %: {})",
+        verdict(high < GOAL_RSS_MIB),
+        spread * 100.0,
+        GOAL_FLAT * 100.0,
+        verdict(spread <= GOAL_FLAT)
+    );
 }

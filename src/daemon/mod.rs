@@ -12,16 +12,19 @@
 //! process group is killed, its lock released and its marker removed),
 //! persists the counters, removes the socket and returns `Ok`.
 
-mod changes;
 mod configured;
-mod hot;
+mod events;
+mod mutex;
 mod notify;
 mod ops;
+mod queue;
 mod reconcile;
+mod registry;
 mod reload;
 mod signals;
 mod socket;
 mod state;
+mod status;
 mod view;
 mod warm;
 mod watch;
@@ -104,7 +107,14 @@ struct Stopped {
 
 /// Starts everything, serves until the shutdown signal, and waits for
 /// in-flight work up to the grace.
-async fn serve(opts: ServeOptions) -> anyhow::Result<Stopped> {
+async fn serve(mut opts: ServeOptions) -> anyhow::Result<Stopped> {
+    // Made absolute once, so that the watcher sees the file a relative
+    // `--config` names, and a reload reads the same file.
+    if let Some(file) = opts.config.take() {
+        let absolute = std::path::absolute(&file)
+            .with_context(|| format!("resolve the config path {}", file.display()))?;
+        opts.config = Some(absolute);
+    }
     let config =
         reload::resolve(opts.config.as_deref()).map_err(|e| anyhow::anyhow!("{}", e.render()))?;
     let cache = Cache::open(&opts.root)

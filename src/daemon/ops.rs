@@ -13,12 +13,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::reload;
-use super::state::{Daemon, blocking, cache_source, lock};
-use crate::cache::Cache;
-use crate::config::SourceConfig;
+use super::state::{Daemon, blocking, lock};
 use crate::protocol::{
-    DaemonStatus, Envelope, ErrorCode, HelloBody, MetricsBody, PruneBody, ReloadBody, Request,
-    Response, SourceStatus, StateBody, StatusBody, WatchBody, WireError, timestamp,
+    Envelope, ErrorCode, HelloBody, MetricsBody, PruneBody, ReloadBody, Request, Response,
+    StateBody, WatchBody, WireError,
 };
 use crate::server::{Answer, EventStream, Service};
 use crate::source::SourceId;
@@ -27,10 +25,6 @@ use crate::stats::metrics;
 impl Service for Daemon {
     fn call(self: &Arc<Self>, request: Envelope) -> impl Future<Output = Answer> + Send {
         dispatch(Arc::clone(self), request)
-    }
-
-    fn answer_now(&self, request: &Envelope, out: &mut Vec<u8>) -> bool {
-        Daemon::answer_now(self, request, out)
     }
 }
 
@@ -42,7 +36,7 @@ async fn dispatch(d: Arc<Daemon>, envelope: Envelope) -> Answer {
         Request::Get(get) => reply(id, read::get(&d, get).await),
         Request::Refresh(target) => reply(id, refresh::refresh(&d, target).await),
         Request::State { source } => reply(id, source_state(&d, source).await),
-        Request::Status {} => reply(id, status(&d).await),
+        Request::Status {} => Answer::Chunks(super::status::chunks(&d, id)),
         Request::Invalidate { source } => reply(id, read::invalidate(&d, source).await),
         Request::Watch { sources } => watch(&d, sources, id),
         Request::Prune { dry_run } => reply(id, prune(&d, dry_run).await),
@@ -122,48 +116,6 @@ async fn source_state(d: &Daemon, id: SourceId) -> Result<StateBody, WireError> 
         .await
         .map_err(|e| wire(&e))?;
     Ok(StateBody::new(id, state))
-}
-
-/// `status`: the daemon and every configured source, the sources read in
-/// one blocking call.
-async fn status(d: &Daemon) -> Result<StatusBody, WireError> {
-    let config = d.config();
-    let (cache, all) = (d.cache.clone(), Arc::clone(&config));
-    let sources = blocking(move || {
-        let lines = all.sources.iter().map(|sc| source_status(&cache, sc));
-        Ok(lines.collect())
-    })
-    .await
-    .map_err(|e| wire(&e))?;
-    let snap = d.stats.summary();
-    let daemon = DaemonStatus {
-        status: snap.status,
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        pid: std::process::id(),
-        root: d.cache.layout().root().to_owned(),
-        socket: d.socket.clone(),
-        config: config.origin.clone(),
-        started_at: timestamp(d.started_at),
-        last_error: snap.last_error,
-        keys_total: snap.keys_total,
-        held_bytes: d.view.held_bytes(),
-    };
-    Ok(StatusBody {
-        daemon: Some(daemon),
-        sources,
-    })
-}
-
-/// One source's line in `status` (blocking: reads its files).
-fn source_status(cache: &Cache, sc: &SourceConfig) -> SourceStatus {
-    let source = cache_source(sc);
-    let read = cache
-        .read(&source)
-        .and_then(|entry| Ok((entry, cache.refresh_state(&source.id)?)));
-    SourceStatus {
-        disabled: sc.disabled.clone(),
-        ..SourceStatus::new(&source, Some(sc.refresher.describe()), read)
-    }
 }
 
 /// `prune`: recover, then remove sources not in the config.

@@ -41,7 +41,7 @@ pub(crate) async fn once(d: &Daemon) {
     match counted {
         Ok(by_tier) => {
             d.stats.reconciled(by_tier, started.elapsed());
-            if super::state::lock(&d.config_error).is_none() {
+            if super::mutex::lock(&d.config_error).is_none() {
                 d.stats.set_error(None);
             }
         }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::state::{Daemon, lock};
+use super::mutex::lock;
+use super::state::Daemon;
 use super::{notify, warm};
 use crate::config::{self, Config, ConfigError};
 use crate::source::SourceId;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
@@ -11,25 +11,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::configured::{Configured, InForce};
-use super::hot::Hot;
+use super::events::changes;
+pub(crate) use super::mutex::lock;
+use super::registry::Registry;
 use super::view::{Held, Look, Snapshot, Stamp, View};
-use super::warm;
 use crate::cache::{Cache, Source};
 use crate::config::{Config, SourceConfig};
 use crate::error::{Error, Result};
-use crate::protocol::{ErrorCode, Event, EventKind, WireError};
+use crate::protocol::{ErrorCode, Event, WireError};
 use crate::refresh::Refreshed;
 use crate::source::SourceId;
 use crate::stats::{Counter, Stats};
 
 /// How many events a slow watch client may fall behind by.
 const EVENT_BACKLOG: usize = 1024;
-
-/// Locks a mutex, ignoring poisoning (every critical section leaves its
-/// data consistent).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Everything the daemon's tasks share.
 #[derive(Debug)]
@@ -48,7 +43,7 @@ pub(crate) struct Daemon {
     /// Sources with no data at start that have not had a first attempt.
     seeding: Mutex<BTreeSet<SourceId>>,
     pub stats: Stats,
-    pub warm: warm::Registry,
+    pub warm: Registry,
     /// Stops accepting, scheduling and serving.
     pub shutdown: CancellationToken,
     /// Skips the shutdown grace (a second signal).
@@ -66,7 +61,7 @@ impl Daemon {
         stats: Stats,
     ) -> Self {
         let permits = config.daemon.max_concurrent_refreshes;
-        let view = View::watching(cache.layout());
+        let view = View::default();
         Self {
             cache,
             socket,
@@ -79,7 +74,7 @@ impl Daemon {
             view,
             seeding: Mutex::default(),
             stats,
-            warm: warm::Registry::default(),
+            warm: Registry::default(),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -130,7 +125,6 @@ impl Daemon {
     /// it has no payload. Costs one `stat` when the held payload is current.
     pub async fn snapshot(&self, sc: &SourceConfig) -> Result<Option<Snapshot>> {
         let layout = self.cache.layout();
-        let mark = self.view.mark(&sc.id, &layout.tier_dir(&sc.id));
         let Some(stamp) = Stamp::probe(&layout.payload(&sc.id))? else {
             return Ok(None);
         };
@@ -141,13 +135,6 @@ impl Daemon {
                 None => return Ok(None),
             },
         };
-        if let Some(mark) = mark {
-            self.view.vouch(&sc.id, mark, &held, |held, look| {
-                let state = self.cache.state_of(&sc.id, &look.attempts, None);
-                let idle = look.marker.is_none() && !state.in_flight;
-                idle.then(|| Hot::new(held, state)).flatten()
-            });
-        }
         let (attempts, marker) = self.view.record_of(&sc.id).unwrap_or_default();
         let state = self.cache.state_of(&sc.id, &attempts, marker.as_ref());
         Ok(Some(Snapshot::new(held, &sc.policy, state)))
@@ -171,11 +158,32 @@ impl Daemon {
         Ok(held)
     }
 
-    /// Refreshes a source now (joining one in flight) under a refresh
-    /// permit, counts the outcome and publishes what changed.
+    /// Refreshes a source now. A refresh of it already running here is
+    /// joined without a permit; otherwise this waits for a refresh permit
+    /// (and joins instead if a refresh started meanwhile), so that a caller
+    /// waiting on a flight never holds a permit another source needs.
     pub async fn refresh(&self, sc: &SourceConfig) -> Result<Refreshed> {
-        let _permit = self.permit().await?;
-        self.run_refresh(sc).await
+        loop {
+            if let Some(joined) = self.cache.join(&sc.id) {
+                let result = joined.await;
+                if let Ok(done) = &result {
+                    let revision = done.revision();
+                    tracing::info!(
+                        "{}: joined the refresh running here, revision {revision}",
+                        sc.id
+                    );
+                }
+                self.settle(sc, &result).await;
+                return result;
+            }
+            let permit = self.permit().await?;
+            if self.cache.in_flight_here(&sc.id) {
+                continue;
+            }
+            let result = self.run_refresh(sc).await;
+            drop(permit);
+            return result;
+        }
     }
 
     /// A refresh permit; waits while `max_concurrent_refreshes` run.
@@ -190,14 +198,23 @@ impl Daemon {
     pub async fn run_refresh(&self, sc: &SourceConfig) -> Result<Refreshed> {
         let refresher = sc.refresher.clone();
         let fetch = move |ctx| async move { refresher.fetch(ctx).await };
+        let started = std::time::Instant::now();
         let result = self.cache.refresh(&cache_source(sc), fetch).await;
-        self.stats.count(&sc.id, Counter::of_refresh(&result));
-        match &result {
-            Ok(done) => tracing::info!("{}: refreshed ({done:?})", sc.id),
-            Err(e) => tracing::warn!("{e}"),
-        }
-        self.observe(&sc.id).await;
+        // The marker seen last names the holder of a refresh joined.
+        let holder = self
+            .view
+            .record_of(&sc.id)
+            .and_then(|(_, m)| m)
+            .map(|m| m.pid);
+        log_refresh(&sc.id, &result, started.elapsed(), holder);
+        self.settle(sc, &result).await;
         result
+    }
+
+    /// Counts a refresh's outcome and publishes what changed.
+    async fn settle(&self, sc: &SourceConfig, result: &Result<Refreshed>) {
+        self.stats.count(&sc.id, Counter::of_refresh(result));
+        self.observe(&sc.id).await;
     }
 
     /// Looks at a source's files again and publishes an event for each
@@ -209,6 +226,9 @@ impl Daemon {
 
     /// [`Daemon::observe`] for many sources, in one blocking call.
     pub async fn observe_many(&self, ids: Vec<SourceId>) {
+        if ids.is_empty() {
+            return;
+        }
         for (id, look, _) in self.look_at(ids, HashSet::new()).await {
             match look {
                 Ok(look) => self.apply(&id, look),
@@ -311,6 +331,34 @@ impl Daemon {
     }
 }
 
+/// Logs a refresh's outcome as a sentence: `demo/host: committed revision
+/// 3 in 12 ms`.
+fn log_refresh(
+    id: &SourceId,
+    result: &Result<Refreshed>,
+    took: std::time::Duration,
+    holder: Option<u32>,
+) {
+    let ms = took.as_millis();
+    match result {
+        Ok(Refreshed::Committed { revision }) => {
+            tracing::info!("{id}: committed revision {revision} in {ms} ms");
+        }
+        Ok(Refreshed::NotModified { revision }) => {
+            tracing::info!("{id}: not modified, revision {revision} renewed in {ms} ms");
+        }
+        Ok(Refreshed::Joined { revision }) => match holder {
+            Some(pid) => {
+                tracing::info!("{id}: joined a refresh run by pid {pid}, revision {revision}")
+            }
+            None => {
+                tracing::info!("{id}: joined a refresh run by another process, revision {revision}")
+            }
+        },
+        Err(e) => tracing::warn!("{e}"),
+    }
+}
+
 /// What [`Daemon::look_at`] found of one source.
 type Looked = (SourceId, Result<Look>, Option<Held>);
 
@@ -320,72 +368,3 @@ pub(crate) fn cache_source(sc: &SourceConfig) -> Source {
 }
 
 pub(crate) use crate::cache::blocking;
-
-/// The events between two looks at a source.
-fn changes(id: &SourceId, before: &Look, now: &Look) -> Vec<Event> {
-    let at = SystemTime::now();
-    let mut events = Vec::new();
-    if before.present() && !now.present() {
-        events.push(Event::new(EventKind::Removed, id.clone(), at));
-    }
-    if now.attempts.revision > before.attempts.revision {
-        let mut e = Event::new(EventKind::Committed, id.clone(), at);
-        e.revision = Some(now.attempts.revision);
-        events.push(e);
-    }
-    let (tried, error) = (now.attempts.last_attempt_at, &now.attempts.last_error);
-    if tried != before.attempts.last_attempt_at && tried.is_some() && error.is_some() {
-        let mut e = Event::new(EventKind::Failed, id.clone(), at);
-        e.error.clone_from(error);
-        events.push(e);
-    }
-    events
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cache::Attempts;
-    use crate::meta::Timestamp;
-
-    fn id() -> SourceId {
-        SourceId::parse("a/b").expect("valid")
-    }
-
-    fn look(revision: u64, attempt: Option<Timestamp>, error: Option<&str>) -> Look {
-        Look {
-            payload: true,
-            sidecar: true,
-            attempts: Attempts {
-                revision,
-                last_attempt_at: attempt,
-                last_error: error.map(str::to_owned),
-                ..Attempts::default()
-            },
-            marker: None,
-        }
-    }
-
-    #[test]
-    fn a_new_revision_is_one_committed_event() {
-        let events = changes(
-            &id(),
-            &look(1, None, None),
-            &look(2, Some(Timestamp::now()), None),
-        );
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].event, EventKind::Committed);
-        assert_eq!(events[0].revision, Some(2));
-    }
-
-    #[test]
-    fn a_failed_attempt_carries_its_error_and_a_removal_is_seen() {
-        let before = look(1, None, None);
-        let now = look(1, Some(Timestamp::now()), Some("exit status 3"));
-        let events = changes(&id(), &before, &now);
-        assert_eq!(events[0].event, EventKind::Failed);
-        assert_eq!(events[0].error.as_deref(), Some("exit status 3"));
-        let gone = changes(&id(), &before, &Look::default());
-        assert_eq!(gone[0].event, EventKind::Removed);
-    }
-}

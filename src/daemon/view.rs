@@ -3,17 +3,13 @@
 //! sidecar and the marker, and, once a client has asked for the source, its
 //! payload, checked and ready to embed in a `get` answer.
 //!
-//! A hot `get` costs one `stat` of the payload file: when the file's
-//! [`Stamp`] is the one held, the held payload is served as it is, without
-//! opening a file or leaving the worker thread. A new stamp (a commit by
-//! anyone, an invalidation, a hand edit) makes the next `get` read the file
-//! again, with its sidecar. The sidecar and the marker are kept current by
-//! the root watcher and by the daemon's own refreshes ([`super::state`]).
-//!
-//! A held payload checked by a `stat` taken after its directory was watched
-//! (see [`super::changes`]) is vouched for: its `get` answer is kept ready
-//! but for its age ([`Hot`]) and served without a `stat` until a change to
-//! its file is queued or its record moves.
+//! A `get` of a held payload costs one `stat` of the payload file, on the
+//! connection's task: when the file's [`Stamp`] is the one held, the held
+//! payload is served as it is, without opening a file or leaving the task.
+//! A new stamp (a commit by anyone, an invalidation, a hand edit) makes the
+//! next `get` read the file again, with its sidecar. The sidecar and the
+//! marker are kept current by the root watcher and by the daemon's own
+//! refreshes ([`super::state`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::Metadata;
@@ -25,9 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::value::RawValue;
 
-use super::changes::{Changed, Changes};
-use super::hot::Hot;
-use super::state::lock;
+use super::mutex::lock;
 use crate::cache::{Attempts, RefreshState};
 use crate::error::{Error, Result};
 use crate::freshness;
@@ -75,11 +69,31 @@ impl Stamp {
     ///
     /// [`Error::Io`] when `stat` fails for another reason than "not found".
     pub fn probe(path: &Path) -> Result<Option<Self>> {
-        match std::fs::metadata(path) {
-            Ok(meta) => Ok(Some(Self::of(&meta))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("stat payload", path, e)),
-        }
+        Ok(stat(path)?.map(|meta| Self::of(&meta)))
+    }
+
+    /// The mtime of the payload at `path`; `Ok(None)` when there is none.
+    ///
+    /// # Errors
+    ///
+    /// As [`Stamp::probe`].
+    pub fn probe_modified(path: &Path) -> Result<Option<SystemTime>> {
+        let Some(meta) = stat(path)? else {
+            return Ok(None);
+        };
+        let modified = meta
+            .modified()
+            .map_err(|e| Error::io("stat payload", path, e))?;
+        Ok(Some(modified))
+    }
+}
+
+/// `stat` of a payload; `Ok(None)` when there is none.
+fn stat(path: &Path) -> Result<Option<Metadata>> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("stat payload", path, e)),
     }
 }
 
@@ -205,14 +219,7 @@ impl Look {
 struct Slot {
     look: Look,
     held: Option<Arc<Held>>,
-    /// The answer pieces of `held`, while it is vouched for.
-    hot: Option<Arc<Hot>>,
 }
-
-/// Where the queue of payload changes stood when a payload was about to
-/// be checked (see [`View::mark`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Mark(u64);
 
 /// Every source's last look and held payload.
 #[derive(Debug, Default)]
@@ -225,75 +232,46 @@ struct Slots {
     by_id: HashMap<SourceId, Slot>,
     /// The bytes of every held payload, at most [`HOLD_BUDGET`].
     held_bytes: u64,
-    /// Changes to payload files; `None` when not watched (nothing is
-    /// vouched for then).
-    changes: Option<Changes>,
-    /// Bumped whenever a change is read from the queue.
-    epoch: u64,
+    /// How many sources have a payload, by tier, kept as looks are
+    /// recorded (counting them afresh at every commit would make seeding
+    /// quadratic in the number of sources).
+    keys: BTreeMap<String, u64>,
 }
 
 impl Slots {
+    /// Counts a source's payload in (`add`) or out of its tier's count.
+    fn count_key(&mut self, id: &SourceId, add: bool) {
+        let count = self.keys.entry(id.tier().to_owned()).or_insert(0);
+        match add {
+            true => *count += 1,
+            false => *count = count.saturating_sub(1),
+        }
+        if *count == 0 {
+            self.keys.remove(id.tier());
+        }
+    }
+
     /// Lets go of a source's held payload.
     fn release(&mut self, id: &SourceId) {
         let Some(slot) = self.by_id.get_mut(id) else {
             return;
         };
-        slot.hot = None;
         if let Some(held) = slot.held.take() {
             self.held_bytes -= held.stamp.len;
-        }
-    }
-
-    /// Reads the queued changes, if any: a changed payload is no longer
-    /// vouched for, and the epoch moves on.
-    fn sync(&mut self) {
-        let Some(changes) = self.changes.as_mut() else {
-            return;
-        };
-        if !changes.pending() {
-            return;
-        }
-        let mut changed = Vec::new();
-        changes.drain(|c| changed.push(c));
-        if changed.is_empty() {
-            return;
-        }
-        self.epoch += 1;
-        for c in changed {
-            match c {
-                Changed::Everything => self.by_id.values_mut().for_each(|s| s.hot = None),
-                Changed::Payload { tier, name } => {
-                    let slot = SourceId::new(&tier, &name)
-                        .ok()
-                        .and_then(|id| self.by_id.get_mut(&id));
-                    if let Some(slot) = slot {
-                        slot.hot = None;
-                    }
-                }
-            }
         }
     }
 }
 
 impl View {
-    /// A view that vouches for held payloads by watching their directories
-    /// under `layout`'s root (see [`super::changes`]).
-    pub fn watching(layout: &Layout) -> Self {
-        let slots = Slots {
-            changes: Changes::new(layout),
-            ..Slots::default()
-        };
-        Self {
-            inner: Mutex::new(slots),
-        }
-    }
-
     /// Records a new look at a source and returns the previous one (`None`
     /// the first time). A held payload is let go when the revision moved
     /// or the payload went: the next `get` reads the new one.
     pub fn record(&self, id: &SourceId, look: Look) -> Option<Look> {
         let mut slots = lock(&self.inner);
         let Some(slot) = slots.by_id.get_mut(id) else {
+            if look.payload {
+                slots.count_key(id, true);
+            }
             let slot = Slot {
                 look,
                 ..Slot::default()
@@ -302,10 +280,11 @@ impl View {
             return None;
         };
         let moved = !look.payload || look.attempts.revision != slot.look.attempts.revision;
-        if look != slot.look {
-            slot.hot = None;
-        }
         let before = std::mem::replace(&mut slot.look, look);
+        let now = slot.look.payload;
+        if before.payload != now {
+            slots.count_key(id, now);
+        }
         if moved {
             slots.release(id);
         }
@@ -334,48 +313,6 @@ impl View {
         }
     }
 
-    /// Taken before a payload's `stat`: watches `dir`, the directory of
-    /// `id`'s payload, so that any later change to it is queued. `None`
-    /// when it cannot be watched.
-    pub fn mark(&self, id: &SourceId, dir: &Path) -> Option<Mark> {
-        let mut slots = lock(&self.inner);
-        slots.sync();
-        let epoch = slots.epoch;
-        let changes = slots.changes.as_mut()?;
-        changes.watch(id.tier(), dir).then_some(Mark(epoch))
-    }
-
-    /// Vouches for `held`, checked against its file after `mark`, unless a
-    /// change was queued since or another payload is held now: keeps the
-    /// answer pieces `make` builds from it and the source's record.
-    pub fn vouch(
-        &self,
-        id: &SourceId,
-        mark: Mark,
-        held: &Arc<Held>,
-        make: impl FnOnce(&Arc<Held>, &Look) -> Option<Hot>,
-    ) {
-        let mut slots = lock(&self.inner);
-        slots.sync();
-        if slots.epoch != mark.0 {
-            return;
-        }
-        let Some(slot) = slots.by_id.get_mut(id) else {
-            return;
-        };
-        let current = slot.held.as_ref().is_some_and(|h| Arc::ptr_eq(h, held));
-        if current && slot.hot.is_none() {
-            slot.hot = make(held, &slot.look).map(Arc::new);
-        }
-    }
-
-    /// The answer pieces of `id`'s payload, while it is vouched for.
-    pub fn hot(&self, id: &SourceId) -> Option<Arc<Hot>> {
-        let mut slots = lock(&self.inner);
-        slots.sync();
-        slots.by_id.get(id)?.hot.clone()
-    }
-
     /// The sidecar's record and the marker of the last look; `None` when
     /// the source was never looked at.
     pub fn record_of(&self, id: &SourceId) -> Option<(Attempts, Option<Marker>)> {
@@ -386,12 +323,7 @@ impl View {
 
     /// How many sources have a payload, by tier.
     pub fn keys_by_tier(&self) -> BTreeMap<String, u64> {
-        let mut by_tier = BTreeMap::new();
-        let slots = lock(&self.inner);
-        for (id, _) in slots.by_id.iter().filter(|(_, s)| s.look.payload) {
-            *by_tier.entry(id.tier().to_owned()).or_insert(0u64) += 1;
-        }
-        by_tier
+        lock(&self.inner).keys.clone()
     }
 
     /// The bytes of the payloads held now.

@@ -5,62 +5,31 @@
 //! at most `max_concurrent_refreshes` run at once. Due times are read from
 //! disk in batches, one blocking call per batch. Reads never wait for it.
 
-mod queue;
-
 use std::future::pending;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::configured::Configured;
-use super::state::{Daemon, blocking, lock};
+use super::mutex::lock;
+use super::queue::{Look, Queue, Timing};
+use super::registry::draw_jitter;
+use super::state::{Daemon, blocking};
 use crate::cache::Cache;
 use crate::config::{Config, SourceConfig};
 use crate::error::Error;
 use crate::source::SourceId;
-use queue::{Look, Queue, Timing};
 
 /// The shortest pause between two attempts of one source.
 const MIN_PAUSE: Duration = Duration::from_millis(100);
-
-/// The jitter around `refresh_ahead`: ±5 %.
-const JITTER: f64 = 0.05;
 
 /// Most sources looked at in one blocking call: large enough that a start
 /// with 10,000 sources takes 20 calls, small enough that wakes and permits
 /// are served in between.
 const BATCH: usize = 512;
-
-/// The warm-keeping queue of every configured source, and what wakes its
-/// scheduler.
-#[derive(Debug, Default)]
-pub(crate) struct Registry {
-    queue: Mutex<Queue>,
-    kick: Notify,
-    started: AtomicBool,
-}
-
-impl Registry {
-    /// Makes the scheduler look at a source again now (after a change on
-    /// disk, a reload or an invalidation); a source resting after an
-    /// attempt is looked at when its pause ends.
-    pub fn wake(&self, id: &SourceId) {
-        if lock(&self.queue).wake(id, Instant::now()) {
-            self.kick.notify_one();
-        }
-    }
-
-    /// An attempt of a source ended: it rests for `pause`, then is looked
-    /// at again with a new jitter.
-    fn finished(&self, id: &SourceId, pause: Duration) {
-        let rest_until = Instant::now() + pause;
-        lock(&self.queue).finished(id, rest_until, draw_jitter());
-        self.kick.notify_one();
-    }
-}
 
 /// Keeps every configured source not kept yet, drops the sources no longer
 /// configured, and wakes the others (their policy may have changed). Starts
@@ -180,11 +149,20 @@ fn start_next(daemon: &Arc<Daemon>, permit: OwnedSemaphorePermit) {
 async fn attempt(daemon: Arc<Daemon>, sc: Configured, look: Look, permit: OwnedSemaphorePermit) {
     let recheck = due_times(&daemon, vec![look]).await;
     let due = recheck.first().and_then(|(_, due)| *due);
-    let result = match due.is_some_and(|due| due <= Instant::now()) {
-        true => Some(daemon.run_refresh(&sc).await),
-        false => None,
+    let due_now = due.is_some_and(|due| due <= Instant::now());
+    let result = if due_now && daemon.cache.in_flight_here(&sc.id) {
+        // Already running here (forced by a client): join it, holding no
+        // permit while it runs.
+        drop(permit);
+        Some(daemon.refresh(&sc).await)
+    } else {
+        let result = match due_now {
+            true => Some(daemon.run_refresh(&sc).await),
+            false => None,
+        };
+        drop(permit);
+        result
     };
-    drop(permit);
     daemon.seeded(&sc.id);
     let pause = match result {
         Some(Err(Error::RefreshFailed { .. } | Error::Timeout { .. })) | Some(Ok(_)) | None => {
@@ -243,11 +221,6 @@ fn due_of(cache: &Cache, look: &Look, ahead: f64) -> crate::Result<SystemTime> {
         ahead,
         retry.map(|t| t.system_time()),
     ))
-}
-
-/// A factor around 1 that spreads the refreshes of sources with equal ttls.
-fn draw_jitter() -> f64 {
-    1.0 - JITTER + 2.0 * JITTER * fastrand::f64()
 }
 
 /// When a source is due, from its payload's mtime and its backoff.

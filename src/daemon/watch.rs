@@ -38,13 +38,23 @@ pub(crate) fn start(d: &Arc<Daemon>, reloads: mpsc::Sender<Trigger>) -> Option<R
     let (tx, rx) = mpsc::channel(BACKLOG);
     let overflow = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&overflow);
+    let root = d.cache.layout().root().to_path_buf();
+    let config = reload::config_file(d.explicit_config.as_deref());
+    let sorter = Sorter {
+        root: root.clone(),
+        config: config.clone(),
+    };
     let callback = move |event: notify::Result<notify::Event>| match event {
         // Reads change nothing, and the daemon's own reads of a sidecar
         // would otherwise wake it again, in a loop.
         Ok(event) if is_read_only(&event.kind) => {}
         Ok(event) => {
-            if tx.try_send(event).is_err() {
-                flag.store(true, Ordering::SeqCst);
+            // Only what names a source or the config is queued: a commit's
+            // temp files would fill the queue for nothing.
+            for touched in event.paths.iter().filter_map(|p| sorter.sort(p)) {
+                if tx.try_send(touched).is_err() {
+                    flag.store(true, Ordering::SeqCst);
+                }
             }
         }
         Err(e) => tracing::warn!("file watcher: {e}"),
@@ -58,16 +68,14 @@ pub(crate) fn start(d: &Arc<Daemon>, reloads: mpsc::Sender<Trigger>) -> Option<R
             return None;
         }
     };
-    let root = d.cache.layout().root().to_path_buf();
     if let Err(e) = watcher.watch(&root, RecursiveMode::Recursive) {
         tracing::warn!("cannot watch {}: {e}", root.display());
     }
-    let config = reload::config_file(d.explicit_config.as_deref());
-    let config = config.and_then(|file| watch_config(&mut watcher, file));
+    if let Some(file) = config {
+        watch_config(&mut watcher, &file);
+    }
     let consumer = Consumer {
         d: Arc::clone(d),
-        root,
-        config,
         reloads,
         overflow,
     };
@@ -76,56 +84,69 @@ pub(crate) fn start(d: &Arc<Daemon>, reloads: mpsc::Sender<Trigger>) -> Option<R
 }
 
 /// Watches the directory of the config file (editors replace files by
-/// rename); returns the file's path when its directory exists.
-fn watch_config(watcher: &mut RecommendedWatcher, file: PathBuf) -> Option<PathBuf> {
-    let dir = file.parent().filter(|d| d.is_dir())?;
-    match watcher.watch(dir, RecursiveMode::NonRecursive) {
-        Ok(()) => Some(file),
-        Err(e) => {
-            tracing::warn!("cannot watch {}: {e}; use SIGHUP to reload", dir.display());
-            None
+/// rename).
+fn watch_config(watcher: &mut RecommendedWatcher, file: &Path) {
+    let Some(dir) = file.parent().filter(|d| d.is_dir()) else {
+        return;
+    };
+    if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+        tracing::warn!("cannot watch {}: {e}; use SIGHUP to reload", dir.display());
+    }
+}
+
+/// What a file event touched.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Touched {
+    Source(SourceId),
+    Config,
+}
+
+/// Sorts paths into what they touch, on notify's thread.
+struct Sorter {
+    root: PathBuf,
+    config: Option<PathBuf>,
+}
+
+impl Sorter {
+    fn sort(&self, path: &Path) -> Option<Touched> {
+        if self.config.as_deref() == Some(path) {
+            return Some(Touched::Config);
         }
+        source_of(&self.root, path).map(Touched::Source)
     }
 }
 
 struct Consumer {
     d: Arc<Daemon>,
-    root: PathBuf,
-    config: Option<PathBuf>,
     reloads: mpsc::Sender<Trigger>,
     overflow: Arc<AtomicBool>,
 }
 
 impl Consumer {
-    async fn run(self, mut rx: mpsc::Receiver<notify::Event>) {
+    async fn run(self, mut rx: mpsc::Receiver<Touched>) {
         loop {
-            let event = tokio::select! {
+            let first = tokio::select! {
                 () = self.d.shutdown.cancelled() => return,
-                e = rx.recv() => match e { Some(e) => e, None => return },
+                t = rx.recv() => match t { Some(t) => t, None => return },
             };
-            let mut touched = BTreeSet::new();
-            self.sort(&event, &mut touched);
+            let mut touched = BTreeSet::from([first]);
             while let Ok(more) = rx.try_recv() {
-                self.sort(&more, &mut touched);
+                touched.insert(more);
             }
-            for id in &touched {
-                self.d.observe(id).await;
+            let mut sources = Vec::new();
+            for t in touched {
+                match t {
+                    Touched::Config => {
+                        let _ = self.reloads.try_send(Trigger::FileChanged);
+                    }
+                    Touched::Source(id) => sources.push(id),
+                }
             }
+            // One blocking call for the whole batch.
+            self.d.observe_many(sources).await;
             if self.overflow.swap(false, Ordering::SeqCst) {
                 tracing::debug!("file events overflowed; looking at every source");
                 self.d.observe_all().await;
-            }
-        }
-    }
-
-    /// Collects the sources an event touched; sends a reload trigger when
-    /// it touched the config file.
-    fn sort(&self, event: &notify::Event, touched: &mut BTreeSet<SourceId>) {
-        for path in &event.paths {
-            if self.config.as_deref() == Some(path.as_path()) {
-                let _ = self.reloads.try_send(Trigger::FileChanged);
-            } else if let Some(id) = source_of(&self.root, path) {
-                touched.insert(id);
             }
         }
     }

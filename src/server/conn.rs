@@ -1,177 +1,165 @@
-//! One connection on a pool thread: blocking reads, with the idle timeout
-//! as the socket's read timeout, and blocking writes, with the write
-//! timeout as its write timeout. A request the service can answer from
-//! memory ([`Service::answer_now`]) is answered on this thread; any other
-//! runs on the runtime through [`Handle::block_on`].
+//! One connection, as one task: read a request line (the idle timeout runs
+//! from the start of the wait for it), have the service answer it, write
+//! the answer (under the write timeout), until the client closes, idles
+//! out, sends an oversize line, or the daemon shuts down. A `watch` takes
+//! a watch slot, gives its request slot back and forwards events.
 
-use std::collections::HashMap;
-use std::io::{self, BufReader, Write};
-use std::net::Shutdown;
-use std::os::unix::net::UnixStream as StdStream;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::runtime::Handle;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::{Answer, EventStream, Limits, Service, watch};
-use crate::protocol::{Line, WireError, parse_request, read_line_blocking};
+use crate::protocol::{ErrorCode, Line, WireError, parse_request, read_line};
 
-/// The connections being served, so that shutdown can end their reads.
-#[derive(Debug, Clone)]
-pub(super) struct Open {
-    /// `None` once shut down: no connection is served after that.
-    streams: Arc<Mutex<Option<HashMap<u64, StdStream>>>>,
-    next: Arc<AtomicU64>,
-}
-
-impl Open {
-    pub fn new() -> Self {
-        Self {
-            streams: Arc::new(Mutex::new(Some(HashMap::new()))),
-            next: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<HashMap<u64, StdStream>>> {
-        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Registers a connection; `None` after shutdown (or when its
-    /// descriptor cannot be duplicated).
-    fn add(&self, stream: &StdStream) -> Option<u64> {
-        let copy = stream.try_clone().ok()?;
-        let key = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().as_mut()?.insert(key, copy);
-        Some(key)
-    }
-
-    fn remove(&self, key: u64) {
-        if let Some(streams) = self.lock().as_mut() {
-            streams.remove(&key);
-        }
-    }
-
-    /// At shutdown, ends the reads of every connection (a thread in the
-    /// middle of a request still sends its answer) and refuses new ones.
-    pub async fn close_on(self, shutdown: CancellationToken) {
-        shutdown.cancelled().await;
-        let streams = self.lock().take();
-        for stream in streams.into_iter().flat_map(HashMap::into_values) {
-            let _ = stream.shutdown(Shutdown::Read);
-        }
-    }
-}
-
-/// What serving a connection needs, shared by the connection threads.
-pub(super) struct Conn<S> {
+/// What every connection task shares.
+pub(super) struct Ctx<S> {
     pub service: Arc<S>,
     pub limits: Limits,
     pub shutdown: CancellationToken,
-    pub tracker: TaskTracker,
-    pub runtime: Handle,
-    pub open: Open,
+    /// The watch cap.
+    pub watches: Arc<Semaphore>,
 }
 
-impl<S: Service> Conn<S> {
-    /// Serves `stream` on this thread until it closes (a watch goes on as
-    /// a task). `slot` is its place under the connection cap.
-    pub fn serve(&self, stream: StdStream, slot: OwnedSemaphorePermit) {
-        let Some(key) = self.open.add(&stream) else {
-            return;
+/// Serves one connection; `slot` is its place under the connection cap.
+pub(super) async fn serve<S: Service>(
+    stream: UnixStream,
+    ctx: Arc<Ctx<S>>,
+    slot: OwnedSemaphorePermit,
+) {
+    if let Err(e) = requests(stream, &ctx, slot).await {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+/// Answers a client past the cap with `busy` and closes.
+pub(super) async fn busy(mut stream: UnixStream, write_timeout: Duration) {
+    let message = "the daemon serves as many connections as it may; try again shortly";
+    let line = error_line(WireError::new(ErrorCode::Busy, message));
+    if let Err(e) = send(&mut stream, line.as_bytes(), write_timeout).await {
+        tracing::debug!("could not tell a client it was busy: {e}");
+    }
+}
+
+async fn requests<S: Service>(
+    stream: UnixStream,
+    ctx: &Ctx<S>,
+    slot: OwnedSemaphorePermit,
+) -> io::Result<()> {
+    let limits = ctx.limits;
+    let (read, mut writer) = stream.into_split();
+    let (mut reader, mut buf) = (BufReader::new(read), Vec::new());
+    loop {
+        let line = tokio::select! {
+            () = ctx.shutdown.cancelled() => return Ok(()),
+            read = tokio::time::timeout(limits.idle_timeout, read_line(&mut reader, &mut buf)) => {
+                match read {
+                    Ok(line) => line?,
+                    Err(_) => {
+                        tracing::debug!("closed a connection at its idle timeout");
+                        return Ok(());
+                    }
+                }
+            }
         };
-        let served = self.requests(&stream);
-        self.open.remove(key);
-        match served {
-            Ok(Some(events)) => self.watch(stream, events, slot),
-            Ok(None) => {}
-            Err(e) => tracing::debug!("connection ended: {e}"),
-        }
-    }
-
-    /// Reads requests and answers them in order until the client closes,
-    /// idles out, sends an oversize line, or the daemon shuts down. Returns
-    /// the events to forward when the client asked to watch.
-    fn requests(&self, stream: &StdStream) -> io::Result<Option<EventStream>> {
-        stream.set_read_timeout(Some(self.limits.idle_timeout))?;
-        stream.set_write_timeout(Some(self.limits.write_timeout))?;
-        let (mut reader, mut writer) = (BufReader::new(stream), stream);
-        let (mut buf, mut ready) = (Vec::new(), Vec::new());
-        while !self.shutdown.is_cancelled() {
-            let line = match read_line_blocking(&mut reader, &mut buf) {
-                Ok(line) => line,
-                Err(e) if is_timeout(&e) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            let answer = match line {
-                Line::Eof => return Ok(None),
-                Line::TooLarge => {
-                    if let Answer::Line(text) = Answer::error(None, WireError::too_large()) {
-                        send(&mut writer, text.as_bytes())?;
-                    }
-                    return Ok(None);
-                }
-                Line::Invalid(e) => {
-                    let msg = format!("request line is not UTF-8: {e}");
-                    Answer::error(None, WireError::bad_request(msg))
-                }
-                Line::Text(text) if text.trim().is_empty() => continue,
-                Line::Text(text) => match parse_request(&text) {
-                    Ok(request) if self.service.answer_now(&request, &mut ready) => {
-                        send(&mut writer, &ready)?;
-                        continue;
-                    }
-                    Ok(request) => self.runtime.block_on(self.service.call(request)),
-                    Err(rejected) => Answer::of(&rejected.into_response(), None),
-                },
-            };
-            match answer {
-                Answer::Line(text) => send(&mut writer, text.as_bytes())?,
-                Answer::Watch { first, stream } => {
-                    send(&mut writer, first.as_bytes())?;
-                    return Ok(Some(stream));
-                }
+        let answer = match line {
+            Line::Eof => return Ok(()),
+            Line::TooLarge => {
+                let line = error_line(WireError::too_large());
+                return send(&mut writer, line.as_bytes(), limits.write_timeout).await;
             }
-        }
-        Ok(None)
-    }
-
-    /// Hands a watching connection to a task on the runtime: it waits for
-    /// events, not requests.
-    fn watch(&self, stream: StdStream, events: EventStream, slot: OwnedSemaphorePermit) {
-        let _context = self.runtime.enter();
-        let stream = stream
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::UnixStream::from_std(stream));
-        match stream {
-            Ok(stream) => {
-                let shutdown = self.shutdown.clone();
-                let task = watch::forward(stream, events, self.limits, shutdown, slot);
-                self.tracker.spawn_on(task, &self.runtime);
+            Line::Invalid(e) => {
+                let msg = format!("request line is not UTF-8: {e}");
+                Answer::error(None, WireError::bad_request(msg))
             }
-            Err(e) => tracing::warn!("cannot hand a watch over to the runtime: {e}"),
+            Line::Text(text) if text.trim().is_empty() => continue,
+            Line::Text(text) => match parse_request(&text) {
+                Ok(request) => ctx.service.call(request).await,
+                Err(rejected) => Answer::of(&rejected.into_response(), None),
+            },
+        };
+        match answer {
+            Answer::Line(text) => send(&mut writer, text.as_bytes(), limits.write_timeout).await?,
+            Answer::Chunks(chunks) => {
+                send_chunks(&mut writer, chunks, limits.write_timeout).await?
+            }
+            Answer::Watch {
+                first,
+                stream: events,
+            } => {
+                let stream = reader
+                    .into_inner()
+                    .reunite(writer)
+                    .map_err(io::Error::other)?;
+                drop(slot);
+                return start_watch(stream, first, events, ctx).await;
+            }
         }
     }
 }
 
-/// A read or write that ran into the socket's timeout.
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+/// Turns the connection into a watch under the watch cap (its request
+/// slot is given back already): `busy` when the cap is reached.
+async fn start_watch<S>(
+    mut stream: UnixStream,
+    first: String,
+    events: EventStream,
+    ctx: &Ctx<S>,
+) -> io::Result<()> {
+    let write_timeout = ctx.limits.write_timeout;
+    let Ok(permit) = Arc::clone(&ctx.watches).try_acquire_owned() else {
+        let message = "the daemon serves as many watches as it may; try again shortly";
+        let line = error_line(WireError::new(ErrorCode::Busy, message));
+        return send(&mut stream, line.as_bytes(), write_timeout).await;
+    };
+    send(&mut stream, first.as_bytes(), write_timeout).await?;
+    let shutdown = ctx.shutdown.clone();
+    watch::forward(stream, events, ctx.limits, shutdown, permit).await;
+    Ok(())
 }
 
-/// Writes one line; a client that does not take it within the socket's
-/// write timeout is an error (and the connection closes).
-fn send(writer: &mut &StdStream, line: &[u8]) -> io::Result<()> {
-    writer.write_all(line).map_err(|e| match is_timeout(&e) {
-        true => io::Error::new(
+/// Writes a line made in chunks. A line that ends without its newline
+/// (its maker failed) cannot be finished: the connection is closed.
+async fn send_chunks<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut chunks: mpsc::Receiver<Vec<u8>>,
+    limit: Duration,
+) -> io::Result<()> {
+    let mut ended = false;
+    while let Some(chunk) = chunks.recv().await {
+        send(writer, &chunk, limit).await?;
+        ended = chunk.ends_with(b"\n");
+    }
+    match ended {
+        true => Ok(()),
+        false => Err(io::Error::other("the answer could not be made to its end")),
+    }
+}
+
+/// A failure answer as a line.
+fn error_line(error: WireError) -> String {
+    match Answer::error(None, error) {
+        Answer::Line(line) => line,
+        Answer::Chunks(_) | Answer::Watch { .. } => "{\"ok\":false}\n".into(),
+    }
+}
+
+/// Writes one line; a client that does not take it within `limit` is an
+/// error (and the connection closes).
+pub(super) async fn send<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    line: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    match tokio::time::timeout(limit, writer.write_all(line)).await {
+        Ok(written) => written,
+        Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            "the client did not take its response in time",
-        ),
-        false => e,
-    })
+            "the client did not take its answer in time",
+        )),
+    }
 }

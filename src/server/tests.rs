@@ -5,25 +5,49 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::*;
 use crate::protocol::Response;
 
-/// Answers every request with `{"ok": true, "echo": <op>}`.
-struct Echo;
+/// Answers every request with `{"ok": true, "echo": <op>}`; a `watch`
+/// gets a watch on `events`.
+struct Echo {
+    events: broadcast::Sender<crate::protocol::Event>,
+}
 
 impl Service for Echo {
     fn call(self: &Arc<Self>, request: Envelope) -> impl Future<Output = Answer> + Send {
         let op = serde_json::to_value(&request.request).map(|v| v["op"].clone());
+        let rx = self.events.subscribe();
         async move {
-            Answer::of(
-                &Response::ok(request.id.clone()).with("echo", op.unwrap_or_default()),
+            let op = op.unwrap_or_default();
+            let answer = Answer::of(
+                &Response::ok(request.id.clone()).with("echo", op.clone()),
                 None,
-            )
+            );
+            match answer {
+                _ if op == "status" => chunked(&["{\"ok\":true,", "\"echo\":\"status\"}\n"]),
+                _ if op == "metrics" => chunked(&["{\"ok\":true,"]),
+                Answer::Line(first) if op == "watch" => Answer::Watch {
+                    first,
+                    stream: EventStream::new(rx, None),
+                },
+                answer => answer,
+            }
         }
     }
+}
+
+/// An answer made of these chunks.
+fn chunked(parts: &[&str]) -> Answer {
+    let (tx, rx) = tokio::sync::mpsc::channel(parts.len());
+    for part in parts {
+        tx.try_send(part.as_bytes().to_vec()).expect("room");
+    }
+    Answer::Chunks(rx)
 }
 
 struct Running {
@@ -38,9 +62,12 @@ fn start(limits: Limits) -> Running {
     let path = dir.path().join("s.sock");
     let listener = UnixListener::bind(&path).expect("bind");
     let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());
+    let echo = Echo {
+        events: broadcast::channel(8).0,
+    };
     tracker.spawn(serve(
         listener,
-        Arc::new(Echo),
+        Arc::new(echo),
         limits,
         shutdown.clone(),
         tracker.clone(),
@@ -122,7 +149,7 @@ async fn past_the_cap_a_client_is_told_busy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_clients_at_once_are_each_served_and_shutdown_ends_every_thread() {
+async fn many_clients_at_once_are_each_served_and_shutdown_ends_every_task() {
     let s = start(Limits::default());
     let mut clients = Vec::new();
     for _ in 0..40 {
@@ -130,7 +157,6 @@ async fn many_clients_at_once_are_each_served_and_shutdown_ends_every_thread() {
             UnixStream::connect(&s.path).await.expect("connect"),
         ));
     }
-    // Every connection is open at once, so the pool grows past its start.
     let answered = async {
         for (n, c) in clients.iter_mut().enumerate() {
             let text = format!("{{\"op\":\"stats\",\"id\":{n}}}\n");
@@ -147,5 +173,105 @@ async fn many_clients_at_once_are_each_served_and_shutdown_ends_every_thread() {
     s.tracker.close();
     tokio::time::timeout(Duration::from_secs(5), s.tracker.wait())
         .await
-        .expect("every connection thread ended");
+        .expect("every connection task ended");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dribbling_clients_are_closed_at_the_idle_timeout() {
+    let limits = Limits {
+        max_connections: 4,
+        idle_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let s = start(limits);
+    let started = tokio::time::Instant::now();
+    let mut dribblers = Vec::new();
+    for _ in 0..4 {
+        let stream = UnixStream::connect(&s.path).await.expect("connect");
+        dribblers.push(tokio::spawn(dribble(stream)));
+    }
+    for dribbler in dribblers {
+        let closed_after = dribbler.await.expect("dribbler");
+        assert!(
+            closed_after <= Duration::from_secs(61),
+            "closed after {closed_after:?}, not at the idle timeout"
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(59),
+        "not before it"
+    );
+    // Their slots are free again: a new client is served, not told busy.
+    let mut c = BufReader::new(UnixStream::connect(&s.path).await.expect("connect"));
+    assert_eq!(ask(&mut c, b"{\"op\":\"hello\"}\n").await["echo"], "hello");
+    s.shutdown.cancel();
+}
+
+/// Sends one byte of a request a second, never a whole line, until the
+/// server closes; returns how long that took.
+async fn dribble(mut stream: UnixStream) -> Duration {
+    let started = tokio::time::Instant::now();
+    let line = b"{\"op\":\"hello\", \"padding\": \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}";
+    for byte in line.iter().cycle() {
+        if stream.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut probe = [0u8; 1];
+        match stream.try_read(&mut probe) {
+            Ok(0) => break,
+            Ok(_) => panic!("answered a line that was never finished"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "never closed");
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn idle_watches_do_not_starve_requests() {
+    let s = start(Limits {
+        max_connections: 2,
+        max_watches: 2,
+        ..Limits::default()
+    });
+    let mut watchers = Vec::new();
+    for _ in 0..2 {
+        let mut w = BufReader::new(UnixStream::connect(&s.path).await.expect("connect"));
+        assert_eq!(ask(&mut w, b"{\"op\":\"watch\"}\n").await["ok"], true);
+        watchers.push(w);
+    }
+    let mut third = BufReader::new(UnixStream::connect(&s.path).await.expect("connect"));
+    let busy = ask(&mut third, b"{\"op\":\"watch\"}\n").await;
+    assert_eq!(busy["error"]["code"], "busy", "past the watch cap: {busy}");
+    assert_eq!(line(&mut third).await, None, "and closed");
+    // Both request slots are free while two watches run.
+    let mut a = BufReader::new(UnixStream::connect(&s.path).await.expect("connect"));
+    let mut b = BufReader::new(UnixStream::connect(&s.path).await.expect("connect"));
+    assert_eq!(ask(&mut a, b"{\"op\":\"hello\"}\n").await["echo"], "hello");
+    assert_eq!(ask(&mut b, b"{\"op\":\"stats\"}\n").await["echo"], "stats");
+    s.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_line_made_in_chunks_arrives_whole_and_an_unfinished_one_closes() {
+    let s = start(Limits::default());
+    let mut c = BufReader::new(UnixStream::connect(&s.path).await.expect("connect"));
+    assert_eq!(
+        ask(&mut c, b"{\"op\":\"status\"}\n").await["echo"],
+        "status"
+    );
+    c.get_mut()
+        .write_all(b"{\"op\":\"metrics\"}\n")
+        .await
+        .expect("write");
+    let mut rest = String::new();
+    let n = c.read_line(&mut rest).await.expect("read");
+    assert_eq!(
+        (n, rest.as_str()),
+        (11, "{\"ok\":true,"),
+        "cut off, then closed"
+    );
+    s.shutdown.cancel();
 }

@@ -5,9 +5,8 @@
 //! than left to miss them unawares.
 
 use std::io;
-use std::time::Duration;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::net::UnixStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +15,7 @@ use super::{EventStream, Limits};
 use crate::protocol::{ErrorCode, Line, Response, WireError, read_line, to_line};
 
 /// Forwards `events` on `stream`; `_slot` keeps its place under the
-/// connection cap until it ends.
+/// watch cap until it ends.
 pub(super) async fn forward(
     stream: UnixStream,
     events: EventStream,
@@ -51,7 +50,7 @@ async fn run(
                     Err(missed) => to_line(&fell_behind(*missed)),
                 };
                 let text = text.map_err(io::Error::other)?;
-                write_with_timeout(&mut writer, text.as_bytes(), limits.write_timeout).await?;
+                super::conn::send(&mut writer, text.as_bytes(), limits.write_timeout).await?;
                 if let Err(missed) = event {
                     tracing::warn!("a watch client fell behind by {missed} events; closed it");
                     return Ok(());
@@ -68,20 +67,6 @@ fn fell_behind(missed: u64) -> Response {
          it is closed: watch again, and read `status` for what changed meanwhile"
     );
     Response::failure(None, WireError::new(ErrorCode::Busy, message))
-}
-
-async fn write_with_timeout<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    bytes: &[u8],
-    limit: Duration,
-) -> io::Result<()> {
-    match tokio::time::timeout(limit, writer.write_all(bytes)).await {
-        Ok(result) => result,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the client did not take its events in time",
-        )),
-    }
 }
 
 #[cfg(test)]

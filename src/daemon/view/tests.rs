@@ -106,68 +106,19 @@ fn holding_stays_within_the_budget_and_counts_what_it_lets_go() {
     assert!(view.held(&id(), held.stamp).is_none(), "over the budget");
 }
 
-/// A watched view of a root with `t/x.json`, holding it.
-fn vouching() -> (tempfile::TempDir, std::path::PathBuf, View, Arc<Held>) {
-    let dir = tempfile::tempdir().expect("dir");
-    let layout = Layout::new(dir.path());
-    std::fs::create_dir(dir.path().join("t")).expect("tier");
-    let path = layout.payload(&id());
-    std::fs::write(&path, "[1]").expect("write");
-    let view = View::watching(&layout);
-    view.record(&id(), attempts(1));
-    let held = Arc::new(Held::load(&path).expect("load").expect("held"));
-    view.hold(&id(), &held);
-    (dir, path, view, held)
-}
-
-/// The answer pieces to keep (any: the view does not look inside).
-fn make(held: &Arc<Held>, _: &Look) -> Option<Hot> {
-    Hot::new(held, crate::cache::RefreshState::default())
-}
-
 #[test]
-fn a_payload_checked_after_the_mark_is_vouched_for_until_its_file_changes() {
-    let (dir, path, view, held) = vouching();
-    let tier = dir.path().join("t");
-    let mark = view.mark(&id(), &tier).expect("watched");
-    view.vouch(&id(), mark, &held, make);
-    assert!(view.hot(&id()).is_some(), "vouched for");
-
-    std::fs::write(&path, "[2]").expect("write in place");
-    assert!(view.hot(&id()).is_none(), "its file changed");
-
-    let mark = view.mark(&id(), &tier).expect("watched");
-    std::fs::write(tier.join("other.json"), "[1]").expect("another payload");
-    view.vouch(&id(), mark, &held, make);
-    assert!(
-        view.hot(&id()).is_none(),
-        "a change queued between the mark and the vouch"
-    );
-
-    let mark = view.mark(&id(), &tier).expect("watched");
-    view.vouch(&id(), mark, &held, make);
-    assert!(view.hot(&id()).is_some());
+fn key_counts_follow_payloads_coming_and_going() {
+    let view = View::default();
+    let other = SourceId::parse("t/other").expect("valid");
     view.record(&id(), attempts(1));
-    assert!(view.hot(&id()).is_some(), "the same record");
-    let mut marked = attempts(1);
-    marked.attempts.consecutive_failures = 1;
-    view.record(&id(), marked);
-    assert!(view.hot(&id()).is_none(), "a new record");
-}
-
-#[test]
-fn only_the_payload_held_is_vouched_for_and_only_when_watched() {
-    let (dir, path, view, held) = vouching();
-    let tier = dir.path().join("t");
-    let mark = view.mark(&id(), &tier).expect("watched");
-    let other = Arc::new(Held::load(&path).expect("load").expect("held"));
-    view.vouch(&id(), mark, &other, make);
-    assert!(view.hot(&id()).is_none(), "not the payload held");
-    view.vouch(&id(), mark, &held, make);
-    assert!(view.hot(&id()).is_some());
-
-    let unwatched = View::default();
-    unwatched.record(&id(), attempts(1));
-    unwatched.hold(&id(), &held);
-    assert!(unwatched.mark(&id(), &tier).is_none(), "no queue, no mark");
+    view.record(&other, attempts(1));
+    assert_eq!(view.keys_by_tier().get("t"), Some(&2));
+    view.record(&id(), attempts(2));
+    assert_eq!(view.keys_by_tier().get("t"), Some(&2), "a new revision");
+    view.record(&id(), Look::default());
+    assert_eq!(view.keys_by_tier().get("t"), Some(&1), "a payload removed");
+    view.record(&other, Look::default());
+    assert_eq!(view.keys_by_tier().get("t"), None, "none left");
+    view.record(&other, attempts(3));
+    assert_eq!(view.keys_by_tier().get("t"), Some(&1), "back");
 }

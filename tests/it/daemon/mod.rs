@@ -8,3 +8,4 @@ mod ops;
 mod protocol;
 mod routing;
 mod systemd;
+mod wedge;
