@@ -469,6 +469,7 @@ impl Cache {
 
     /// Joins the refresh of `id` running in this process and waits for its
     /// outcome; `None` when none runs.
+    #[cfg(feature = "cli")]
     pub(crate) fn join(&self, id: &SourceId) -> Option<impl Future<Output = Result<Refreshed>>> {
         let ticket = self.inner.flights.join(id)?;
         Some(async move { unshare(ticket.wait().await, true) })

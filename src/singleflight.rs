@@ -72,6 +72,7 @@ impl Flights {
     }
 
     /// Joins the flight for `id` if one runs; `None` when none does.
+    #[cfg(feature = "cli")]
     pub fn join(&self, id: &SourceId) -> Option<Ticket> {
         let map = self.map.lock().expect("flights lock");
         let slot = map.get(id).filter(|s| s.has_changed().is_ok())?;

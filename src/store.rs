@@ -120,7 +120,7 @@ pub fn read_payload_within(path: &Path, max: u64) -> Result<Option<Payload>> {
 
 /// Reads an open file whole, refusing one whose size (as stat saw it) is
 /// over `max`, and never reading more than `max` bytes even if it grows.
-fn read_bounded(
+pub(crate) fn read_bounded(
     file: File,
     meta: &fs::Metadata,
     max: u64,

@@ -107,6 +107,12 @@ impl Daemon {
         }
     }
 
+    /// The most payload bytes `id` may have (its `max_output`; the default
+    /// for a source that is not configured).
+    fn max_output(&self, id: &SourceId) -> u64 {
+        max_output_in(&self.in_force(), id)
+    }
+
     /// The configured source with this id.
     pub fn source(&self, id: &SourceId) -> Option<Configured> {
         Configured::find(self.in_force(), id)
@@ -145,8 +151,9 @@ impl Daemon {
     /// and holds the payload for the next `get`s.
     async fn load(&self, id: &SourceId) -> Result<Option<Arc<Held>>> {
         let (layout, key) = (self.cache.layout().clone(), id.clone());
+        let max = self.max_output(id);
         let (held, look) = blocking(move || {
-            let held = Held::load(&layout.payload(&key))?;
+            let held = Held::load(&layout.payload(&key), max)?;
             Ok((held, Look::take(&layout, &key)?))
         })
         .await?;
@@ -241,12 +248,14 @@ impl Daemon {
     /// payloads of the sources in `load` as well.
     async fn look_at(&self, ids: Vec<SourceId>, load: HashSet<SourceId>) -> Vec<Looked> {
         let layout = self.cache.layout().clone();
+        let in_force = self.in_force();
         let looked = blocking(move || {
             let look = |id: SourceId| {
                 let look = Look::take(&layout, &id);
                 let wanted = load.contains(&id) && look.as_ref().is_ok_and(|l| l.payload);
+                let max = max_output_in(&in_force, &id);
                 let held = wanted
-                    .then(|| Held::load(&layout.payload(&id)).ok().flatten())
+                    .then(|| Held::load(&layout.payload(&id), max).ok().flatten())
                     .flatten();
                 (id, look, held)
             };
@@ -368,3 +377,12 @@ pub(crate) fn cache_source(sc: &SourceConfig) -> Source {
 }
 
 pub(crate) use crate::cache::blocking;
+
+/// The `max_output` of `id` in `in_force` (the default when unconfigured).
+fn max_output_in(in_force: &Arc<InForce>, id: &SourceId) -> u64 {
+    let max = Configured::find(Arc::clone(in_force), id)
+        .map_or(crate::refresher::DEFAULT_MAX_OUTPUT, |sc| {
+            sc.policy.max_output
+        });
+    max as u64
+}

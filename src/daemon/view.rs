@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::Metadata;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -117,17 +117,16 @@ impl Held {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when it cannot be read, [`Error::Corrupt`] when it is
-    /// not UTF-8 or not one JSON value.
-    pub fn load(path: &Path) -> Result<Option<Self>> {
-        let Some((mut file, meta, modified)) = store::open_payload(path)? else {
+    /// [`Error::Io`] when it cannot be read, [`Error::TooLarge`] over
+    /// `max` bytes (its source's `max_output`; it is not read),
+    /// [`Error::Corrupt`] when it is not UTF-8 or not one JSON value.
+    pub fn load(path: &Path, max: u64) -> Result<Option<Self>> {
+        let Some((file, meta, modified)) = store::open_payload(path)? else {
             return Ok(None);
         };
-        let mut text = String::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        file.read_to_string(&mut text).map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidData => corrupt(path, "it is not UTF-8".into()),
-            _ => Error::io("read payload", path, e),
-        })?;
+        let bytes = store::read_bounded(file, &meta, max, "payload", path)?;
+        let mut text =
+            String::from_utf8(bytes).map_err(|_| corrupt(path, "it is not UTF-8".into()))?;
         if text.contains(['\n', '\r']) {
             text = text.replace(['\n', '\r'], " ");
         }

@@ -42,9 +42,9 @@ fn a_stamp_changes_when_the_file_is_replaced_or_touched() {
 fn a_payload_is_loaded_on_one_line_and_garbage_is_corrupt() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("x.json");
-    assert!(Held::load(&path).expect("load").is_none());
+    assert!(Held::load(&path, 1 << 20).expect("load").is_none());
     std::fs::write(&path, "{\n  \"a\": [1,\r\n 2]\n}\n").expect("write");
-    let held = Held::load(&path).expect("load").expect("held");
+    let held = Held::load(&path, 1 << 20).expect("load").expect("held");
     assert!(
         !held.data.get().contains(['\n', '\r']),
         "{}",
@@ -54,10 +54,10 @@ fn a_payload_is_loaded_on_one_line_and_garbage_is_corrupt() {
     assert_eq!(parsed, serde_json::json!({"a": [1, 2]}));
     assert_eq!(Some(held.stamp), Stamp::probe(&path).expect("probe"));
     std::fs::write(&path, "{\"a\": ").expect("write");
-    let err = Held::load(&path).expect_err("truncated JSON");
+    let err = Held::load(&path, 1 << 20).expect_err("truncated JSON");
     assert!(err.to_string().contains("not one JSON value"), "{err}");
     std::fs::write(&path, [0xff, 0xfe]).expect("write");
-    let err = Held::load(&path).expect_err("not UTF-8");
+    let err = Held::load(&path, 1 << 20).expect_err("not UTF-8");
     assert!(err.to_string().contains("not UTF-8"), "{err}");
 }
 
@@ -68,7 +68,7 @@ fn a_held_payload_serves_its_own_stamp_until_the_revision_moves() {
     std::fs::write(&path, "[1]").expect("write");
     let view = View::default();
     assert_eq!(view.record(&id(), attempts(1)), None);
-    let held = Arc::new(Held::load(&path).expect("load").expect("held"));
+    let held = Arc::new(Held::load(&path, 1 << 20).expect("load").expect("held"));
     view.hold(&id(), &held);
     let stamp = held.stamp;
     assert!(view.held(&id(), stamp).is_some());
@@ -90,7 +90,7 @@ fn holding_stays_within_the_budget_and_counts_what_it_lets_go() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("x.json");
     std::fs::write(&path, "[1, 2, 3]").expect("write");
-    let held = Arc::new(Held::load(&path).expect("load").expect("held"));
+    let held = Arc::new(Held::load(&path, 1 << 20).expect("load").expect("held"));
     let view = View::default();
     view.hold(&id(), &held);
     assert_eq!(view.held_bytes(), 0, "a source never looked at is not held");

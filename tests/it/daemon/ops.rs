@@ -206,3 +206,25 @@ fn invalidate_marks_stale_keeps_serving_and_refreshes() {
     );
     assert_eq!(count(&counter), 2);
 }
+
+#[test]
+fn daemon_get_of_a_payload_over_max_output_is_too_large_and_not_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = format!(
+        "[[source]]\nid = \"t/big\"\nttl = \"1h\"\nmax_output = \"1MiB\"\nfile = {}\n",
+        crate::helpers::daemon::toml_str(&dir.path().join("absent.json").to_string_lossy())
+    );
+    let d = TestDaemon::new(&config(&source));
+    std::fs::create_dir_all(d.root.join("t")).expect("tier");
+    let big = std::fs::File::create(d.root.join("t/big.json")).expect("payload");
+    big.set_len(2 << 30).expect("sparse 2 GiB");
+    let mut d = d;
+    d.spawn();
+    let got = d.request(json!({"op": "get", "source": "t/big", "refresh": "never"}));
+    assert_eq!(code(&got), "too_large", "{got}");
+    let message = got["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("is 2147483648 bytes, over its limit of 1048576 bytes"),
+        "{message}"
+    );
+}
