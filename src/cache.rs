@@ -256,9 +256,14 @@ impl Cache {
     /// directory.
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = crate::beneath::open_root(root.as_ref())?;
+        let layout = Layout::new(&root);
+        let upgraded = crate::upgrade::ensure(&layout)?;
+        for id in &upgraded.busy {
+            tracing::info!("{id}: still in format 1 (its lock is held); moved on a later open");
+        }
         Ok(Self {
             inner: Arc::new(Inner {
-                layout: Layout::new(root),
+                layout,
                 flights: Arc::default(),
                 unsaved: Arc::default(),
             }),
@@ -430,9 +435,9 @@ impl Cache {
         };
         // One trip to the blocking pool when the lock is free.
         let lock_path = self.layout().lock(&source.id);
-        let tier = self.layout().tier_dir(&source.id);
+        let (l, id) = (self.layout().clone(), source.id.clone());
         let attempt = blocking(move || {
-            store::ensure_dir(&tier)?;
+            store::ensure_source_dirs(&l, &id)?;
             match SourceLock::try_acquire(&lock_path)? {
                 Some(lock) => commit(lock, bytes).map(Ok),
                 None => Ok(Err((commit, bytes))),
@@ -665,7 +670,7 @@ fn check_due(layout: &Layout, unsaved: &Unsaved, source: &Source, claim: bool) -
     if !claim {
         return Ok(Due::Busy);
     }
-    store::ensure_dir(&layout.tier_dir(&source.id))?;
+    store::ensure_source_dirs(layout, &source.id)?;
     Ok(match SourceLock::try_acquire(&layout.lock(&source.id))? {
         Some(lock) => Due::Claimed(lock),
         None => Due::Busy,
@@ -681,7 +686,7 @@ where
 {
     let (l, id) = (layout.clone(), source.id.clone());
     let claimed = blocking(move || {
-        store::ensure_dir(&l.tier_dir(&id))?;
+        store::ensure_source_dirs(&l, &id)?;
         // Only compared with what the holder leaves: damage reads as none.
         let before = refresh::read_meta(&l, &id).unwrap_or(None);
         let lock = SourceLock::try_acquire(&l.lock(&id))?;
@@ -711,7 +716,7 @@ where
 async fn acquire_waiting(layout: &Layout, source: &Source) -> Result<(SourceLock, Option<Meta>)> {
     let (l, id) = (layout.clone(), source.id.clone());
     let marker = blocking(move || {
-        store::ensure_dir(&l.tier_dir(&id))?;
+        store::ensure_source_dirs(&l, &id)?;
         Ok(refresh::read_marker(&l, &id))
     })
     .await?;

@@ -1,13 +1,21 @@
 //! Where every file of a source lives under the root. Pure: no IO.
 //!
 //! ```text
-//! <root>/<tier>/<name>.json          payload
-//! <root>/<tier>/<name>.meta.json     sidecar
-//! <root>/<tier>/<name>.lock          flock owner of the refresh
-//! <root>/<tier>/<name>.refreshing    marker while a refresh runs
-//! <root>/<tier>/.<name>.<random>.tmp temp files
-//! <root>/.discocache/                daemon state
+//! <root>/<tier>/<name>.json                      payload
+//! <root>/<tier>/<name>.refreshing                marker while a refresh runs
+//! <root>/<tier>/<name>.lock                      fizeau's short lock (not ours)
+//! <root>/<tier>/.<name>.<random>.tmp             temp files
+//! <root>/<tier>/.discocache/<name>.meta.json     sidecar
+//! <root>/<tier>/.discocache/<name>.flock         flock owner of the refresh
+//! <root>/<tier>/.discocache/.<name>.<random>.tmp temp files of the sidecar
+//! <root>/.discocache/format                      the root's format: `2`
+//! <root>/.discocache/state/                      daemon state
 //! ```
+//!
+//! This is on-disk format 2 (docs/FORMAT.md): the only `*.json` files at
+//! depth 2 are payloads, so fizeau's `Prune` never takes our files for
+//! sources. Format 1 kept the sidecar and the flocked lock file beside the
+//! payload: [`Layout::legacy_sidecar`] and [`Layout::legacy_lock`].
 //!
 //! Each of these is a regular file (or a real directory) owned by the user;
 //! anything else found at one of these names is refused, never followed:
@@ -17,13 +25,17 @@ use std::path::{Path, PathBuf};
 
 use crate::source::{SourceId, check_part};
 
-/// The daemon's own state directory under the root; never a tier name
-/// (tiers cannot start with a dot).
+/// Our own directory, under the root and under each tier; never a tier or
+/// source name (those cannot start with a dot).
 pub const STATE_DIR: &str = ".discocache";
+
+/// The on-disk format this code writes.
+pub const FORMAT: u32 = 2;
 
 const PAYLOAD: &str = ".json";
 const SIDECAR: &str = ".meta.json";
-const LOCK: &str = ".lock";
+const LOCK: &str = ".flock";
+const LEGACY_LOCK: &str = ".lock";
 const MARKER: &str = ".refreshing";
 const TEMP: &str = ".tmp";
 
@@ -32,9 +44,9 @@ const TEMP: &str = ".tmp";
 pub enum FileKind {
     /// `<name>.json`
     Payload,
-    /// `<name>.meta.json`
+    /// `.discocache/<name>.meta.json`
     Sidecar,
-    /// `<name>.lock`
+    /// `.discocache/<name>.flock`
     Lock,
     /// `<name>.refreshing`
     Marker,
@@ -64,22 +76,38 @@ impl Layout {
         self.root.join(id.tier())
     }
 
+    /// `<root>/<tier>/.discocache`: the source's sidecar and lock file.
+    pub fn tier_state_dir(&self, id: &SourceId) -> PathBuf {
+        self.tier_dir(id).join(STATE_DIR)
+    }
+
     /// `<root>/.discocache`.
     pub fn state_dir(&self) -> PathBuf {
         self.root.join(STATE_DIR)
     }
 
+    /// `<root>/.discocache/state`: the daemon's files (a level deeper than
+    /// fizeau's `Prune` looks).
+    pub fn daemon_dir(&self) -> PathBuf {
+        self.state_dir().join("state")
+    }
+
+    /// `<root>/.discocache/format`: the root's on-disk format.
+    pub fn format_file(&self) -> PathBuf {
+        self.state_dir().join("format")
+    }
+
     /// The path of one of `id`'s files (not for [`FileKind::Temp`], whose
     /// names are random: use [`Layout::temp_prefix`]).
     pub fn file(&self, id: &SourceId, kind: FileKind) -> PathBuf {
-        let suffix = match kind {
-            FileKind::Payload => PAYLOAD,
-            FileKind::Sidecar => SIDECAR,
-            FileKind::Lock => LOCK,
-            FileKind::Marker => MARKER,
-            FileKind::Temp => TEMP,
+        let (dir, suffix) = match kind {
+            FileKind::Payload => (self.tier_dir(id), PAYLOAD),
+            FileKind::Sidecar => (self.tier_state_dir(id), SIDECAR),
+            FileKind::Lock => (self.tier_state_dir(id), LOCK),
+            FileKind::Marker => (self.tier_dir(id), MARKER),
+            FileKind::Temp => (self.tier_dir(id), TEMP),
         };
-        self.tier_dir(id).join(format!("{}{suffix}", id.name()))
+        dir.join(format!("{}{suffix}", id.name()))
     }
 
     /// `<root>/<tier>/<name>.json`.
@@ -87,14 +115,33 @@ impl Layout {
         self.file(id, FileKind::Payload)
     }
 
-    /// `<root>/<tier>/<name>.meta.json`.
+    /// `<root>/<tier>/.discocache/<name>.meta.json`.
     pub fn sidecar(&self, id: &SourceId) -> PathBuf {
         self.file(id, FileKind::Sidecar)
     }
 
-    /// `<root>/<tier>/<name>.lock`.
+    /// `<root>/<tier>/.discocache/<name>.flock`: the persistent file whose
+    /// flock owns the source's refresh.
     pub fn lock(&self, id: &SourceId) -> PathBuf {
         self.file(id, FileKind::Lock)
+    }
+
+    /// `<root>/<tier>/<name>.lock`: fizeau's short lock, taken around
+    /// marker changes (format 1 kept our flocked lock file here).
+    pub fn fizeau_lock(&self, id: &SourceId) -> PathBuf {
+        self.tier_dir(id)
+            .join(format!("{}{LEGACY_LOCK}", id.name()))
+    }
+
+    /// Format 1's sidecar, `<root>/<tier>/<name>.meta.json`.
+    pub fn legacy_sidecar(&self, id: &SourceId) -> PathBuf {
+        self.tier_dir(id).join(format!("{}{SIDECAR}", id.name()))
+    }
+
+    /// Format 1's flocked lock file, `<root>/<tier>/<name>.lock` (the same
+    /// name as fizeau's short lock).
+    pub fn legacy_lock(&self, id: &SourceId) -> PathBuf {
+        self.fizeau_lock(id)
     }
 
     /// `<root>/<tier>/<name>.refreshing`.
@@ -112,9 +159,27 @@ impl Layout {
 pub const TEMP_SUFFIX: &str = TEMP;
 
 /// Recognises a file name inside a tier directory: the source name it belongs
-/// to and its kind. Anything that does not match the layout exactly is `None`
-/// and is never touched by prune or recovery.
+/// to and its kind (payload, marker, temp file). Anything that does not
+/// match the layout exactly is `None` and is never touched by prune or
+/// recovery; that includes fizeau's `<name>.lock` and a format 1 sidecar.
 pub fn classify(file_name: &str) -> Option<(String, FileKind)> {
+    classify_any(file_name)
+        .filter(|(_, kind)| matches!(kind, FileKind::Payload | FileKind::Marker | FileKind::Temp))
+}
+
+/// Recognises a file name inside a tier's `.discocache/` directory:
+/// sidecar, lock file or temp file.
+pub fn classify_state(file_name: &str) -> Option<(String, FileKind)> {
+    classify_any(file_name)
+        .filter(|(_, kind)| matches!(kind, FileKind::Sidecar | FileKind::Lock | FileKind::Temp))
+}
+
+/// Recognises a format 1 sidecar in a tier directory: `<name>.meta.json`.
+pub fn classify_legacy_sidecar(file_name: &str) -> Option<String> {
+    file_name.strip_suffix(SIDECAR).and_then(valid_name)
+}
+
+fn classify_any(file_name: &str) -> Option<(String, FileKind)> {
     if let Some(rest) = file_name.strip_prefix('.') {
         let body = rest.strip_suffix(TEMP)?;
         let (name, random) = body.split_once('.')?;
@@ -156,25 +221,43 @@ mod tests {
         let l = Layout::new("/r");
         let id = SourceId::parse("discovery/x").unwrap();
         assert_eq!(l.payload(&id), Path::new("/r/discovery/x.json"));
-        assert_eq!(l.sidecar(&id), Path::new("/r/discovery/x.meta.json"));
-        assert_eq!(l.lock(&id), Path::new("/r/discovery/x.lock"));
+        assert_eq!(
+            l.sidecar(&id),
+            Path::new("/r/discovery/.discocache/x.meta.json")
+        );
+        assert_eq!(l.lock(&id), Path::new("/r/discovery/.discocache/x.flock"));
+        assert_eq!(l.fizeau_lock(&id), Path::new("/r/discovery/x.lock"));
+        assert_eq!(l.legacy_sidecar(&id), Path::new("/r/discovery/x.meta.json"));
         assert_eq!(l.marker(&id), Path::new("/r/discovery/x.refreshing"));
         assert_eq!(Layout::temp_prefix(&id), ".x.");
         assert_eq!(l.state_dir(), Path::new("/r/.discocache"));
+        assert_eq!(l.daemon_dir(), Path::new("/r/.discocache/state"));
+        assert_eq!(l.format_file(), Path::new("/r/.discocache/format"));
     }
 
     #[test]
     fn classify_recognises_each_kind() {
         let cases = [
             ("x.json", FileKind::Payload),
-            ("x.meta.json", FileKind::Sidecar),
-            ("x.lock", FileKind::Lock),
             ("x.refreshing", FileKind::Marker),
             (".x.Ab12cD.tmp", FileKind::Temp),
         ];
         for (file, kind) in cases {
             assert_eq!(classify(file), Some(("x".to_owned(), kind)), "{file}");
         }
+        let cases = [
+            ("x.meta.json", FileKind::Sidecar),
+            ("x.flock", FileKind::Lock),
+            (".x.Ab12cD.tmp", FileKind::Temp),
+        ];
+        for (file, kind) in cases {
+            assert_eq!(classify_state(file), Some(("x".to_owned(), kind)));
+        }
+        // fizeau's short lock and a format 1 sidecar are not ours to touch.
+        assert_eq!(classify("x.lock"), None);
+        assert_eq!(classify("x.meta.json"), None);
+        assert_eq!(classify_state("x.json"), None);
+        assert_eq!(classify_legacy_sidecar("x.meta.json"), Some("x".into()));
     }
 
     #[test]

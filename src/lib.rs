@@ -79,6 +79,7 @@ mod singleflight;
 pub mod source;
 pub mod stats;
 mod store;
+mod upgrade;
 
 pub use cache::{Background, Cache, Ensured, Entry, Invalidated, RefreshState, Source};
 pub use layout::Layout;

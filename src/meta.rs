@@ -16,7 +16,11 @@ use crate::refresher::command::group::GroupHook;
 use crate::source::SourceId;
 
 /// Version of the on-disk format written in every sidecar.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = crate::layout::FORMAT;
+
+/// The oldest sidecar format still read (format 1's sidecar has the same
+/// fields; only its place differs).
+const OLDEST_FORMAT: u32 = 1;
 
 /// A wall-clock instant, written as RFC 3339 UTC with milliseconds.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -149,17 +153,18 @@ impl Meta {
     ///
     /// # Errors
     ///
-    /// [`Error::Corrupt`] when it is not a version-1 sidecar.
+    /// [`Error::Corrupt`] when it is not a format 1 or 2 sidecar.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
         let corrupt = |reason: String| Error::Corrupt {
             what: "sidecar",
             path: path.to_owned(),
             reason,
         };
-        let meta: Self = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
-        if meta.format != FORMAT {
+        let mut meta: Self = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if !(OLDEST_FORMAT..=FORMAT).contains(&meta.format) {
             return Err(corrupt(format!("unsupported format {}", meta.format)));
         }
+        meta.format = FORMAT;
         Ok(meta)
     }
 
@@ -354,7 +359,7 @@ mod tests {
         let json = serde_json::to_vec(&meta).unwrap();
         let text = String::from_utf8(json.clone()).unwrap();
         assert!(text.contains("\"etag\":\"\\\"abc\\\"\""), "{text}");
-        assert!(text.contains("\"format\":1"), "{text}");
+        assert!(text.contains("\"format\":2"), "{text}");
         assert_eq!(Meta::parse(&json, Path::new("x")).unwrap(), meta);
     }
 
@@ -365,9 +370,18 @@ mod tests {
         assert!(err.contains("corrupt sidecar /r/t/x.meta.json"), "{err}");
         let id = SourceId::parse("t/x").unwrap();
         let mut meta = Meta::new(&id);
-        meta.format = 2;
-        let err = Meta::parse(&serde_json::to_vec(&meta).unwrap(), p).unwrap_err();
-        assert!(err.to_string().contains("unsupported format 2"), "{err}");
+        for bad in [0, 3] {
+            meta.format = bad;
+            let err = Meta::parse(&serde_json::to_vec(&meta).unwrap(), p).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("unsupported format {bad}"))
+            );
+        }
+        // Format 1's sidecar has the same fields: read, and written as 2.
+        meta.format = 1;
+        let read = Meta::parse(&serde_json::to_vec(&meta).unwrap(), p).unwrap();
+        assert_eq!(read.format, FORMAT);
     }
 
     #[test]

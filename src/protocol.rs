@@ -115,7 +115,7 @@ pub use response::{
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The on-disk format version `hello` reports (see docs/FORMAT.md).
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = crate::layout::FORMAT;
 
 /// The longest request line accepted, in bytes, without its line ending.
 pub const MAX_LINE: usize = 64 * 1024;

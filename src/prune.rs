@@ -48,26 +48,42 @@ pub fn scan(layout: &Layout) -> Result<Scan> {
             );
             continue;
         }
-        for (file, file_type) in list_dir(&tier)? {
-            let Some(file_name) = file.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            let Some((name, kind)) = layout::classify(file_name) else {
-                continue;
-            };
-            if !file_type.is_file() {
-                let what = beneath::kind_name(file_type);
-                tracing::warn!(
-                    "{}: left alone: it is {what}, not a regular file",
-                    file.display()
-                );
-                continue;
-            }
-            let id = SourceId::new(&tier_name, &name)?;
-            found.entry(id).or_default().push((file, kind));
+        scan_files(&tier, &tier_name, layout::classify, &mut found)?;
+        let state = tier.join(layout::STATE_DIR);
+        if fs::symlink_metadata(&state).is_ok_and(|m| m.is_dir()) {
+            scan_files(&state, &tier_name, layout::classify_state, &mut found)?;
         }
     }
     Ok(found)
+}
+
+/// Adds the layout files of one directory (a tier, or its `.discocache/`)
+/// to `found`; anything but a regular file is logged and left alone.
+fn scan_files(
+    dir: &Path,
+    tier: &str,
+    classify: fn(&str) -> Option<(String, FileKind)>,
+    found: &mut Scan,
+) -> Result<()> {
+    for (file, file_type) in list_dir(dir)? {
+        let Some(file_name) = file.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some((name, kind)) = classify(file_name) else {
+            continue;
+        };
+        if !file_type.is_file() {
+            let what = beneath::kind_name(file_type);
+            tracing::warn!(
+                "{}: left alone: it is {what}, not a regular file",
+                file.display()
+            );
+            continue;
+        }
+        let id = SourceId::new(tier, &name)?;
+        found.entry(id).or_default().push((file, kind));
+    }
+    Ok(())
 }
 
 /// The entries of a directory with their types (symlinks not followed).
@@ -94,7 +110,9 @@ fn list_dir(dir: &Path) -> Result<Vec<(PathBuf, FileType)>> {
 /// or when the lock file is refused (a symlink, a FIFO, ...: logged, and the
 /// source left alone).
 fn try_lock(layout: &Layout, id: &SourceId) -> Result<Option<SourceLock>> {
-    match SourceLock::try_acquire(&layout.lock(id)) {
+    let locked = store::ensure_source_dirs(layout, id)
+        .and_then(|()| SourceLock::try_acquire(&layout.lock(id)));
+    match locked {
         Err(e @ (Error::Refused { .. } | Error::NotOwned { .. })) => {
             tracing::warn!("{id}: left alone: {e}");
             Ok(None)
@@ -111,14 +129,16 @@ fn try_lock(layout: &Layout, id: &SourceId) -> Result<Option<SourceLock>> {
 /// [`Error::Io`] when a file cannot be listed or removed.
 pub fn clear_leftovers(layout: &Layout, id: &SourceId) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    for (path, file_type) in list_dir(&layout.tier_dir(id))? {
-        let temp = file_type.is_file()
-            && path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| is_temp_of(n, id));
-        if temp && store::remove_if_present(&path, "remove temp file")? {
-            removed.push(path);
+    for dir in [layout.tier_dir(id), layout.tier_state_dir(id)] {
+        for (path, file_type) in list_dir(&dir)? {
+            let temp = file_type.is_file()
+                && path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| is_temp_of(n, id));
+            if temp && store::remove_if_present(&path, "remove temp file")? {
+                removed.push(path);
+            }
         }
     }
     let marker = layout.marker(id);
@@ -204,9 +224,9 @@ pub fn prune(layout: &Layout, active: &BTreeSet<SourceId>, dry_run: bool) -> Res
         }
         report.files.push(lock.path().to_owned());
         if !dry_run {
-            let tier = layout.tier_dir(&id);
             lock.unlink()?;
-            remove_dir_if_empty(&tier);
+            remove_dir_if_empty(&layout.tier_state_dir(&id));
+            remove_dir_if_empty(&layout.tier_dir(&id));
         }
         report.sources.push(id);
     }

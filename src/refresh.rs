@@ -62,9 +62,16 @@ impl Refreshed {
 /// Reads a source's sidecar: missing, intact, or damaged (unreadable or not
 /// a sidecar). Never an error: a damaged sidecar must not stop anything.
 pub fn read_sidecar(layout: &Layout, id: &SourceId) -> Sidecar {
-    let path = layout.sidecar(id);
-    match store::read_optional(&path, "read sidecar") {
-        Ok(bytes) => Sidecar::judge(bytes.as_deref(), &path),
+    match read_sidecar_at(&layout.sidecar(id)) {
+        // Not upgraded yet (its format 1 lock was held): the old place.
+        Sidecar::Missing => read_sidecar_at(&layout.legacy_sidecar(id)),
+        found => found,
+    }
+}
+
+fn read_sidecar_at(path: &std::path::Path) -> Sidecar {
+    match store::read_optional(path, "read sidecar") {
+        Ok(bytes) => Sidecar::judge(bytes.as_deref(), path),
         Err(e) => Sidecar::Damaged(Damage {
             reason: e.to_string(),
             revision: None,

@@ -1,6 +1,7 @@
 //! The daemon's statistics: its status, how many sources hold data, and
 //! per-source counters of reads and refreshes, persisted in
-//! `<root>/.discocache/stats.json` so that they survive restarts.
+//! `<root>/.discocache/state/stats.json` so that they survive restarts
+//! (a level deeper than fizeau's `Prune` looks for payloads).
 //! [`metrics`] renders the same numbers in the Prometheus text format.
 
 pub mod metrics;
@@ -18,8 +19,12 @@ use crate::refresh::Refreshed;
 use crate::source::SourceId;
 use crate::store;
 
-/// The file the counters are persisted in, under the state directory.
-pub const STATS_FILE: &str = "stats.json";
+/// The file the counters are persisted in, under the root's state directory
+/// (`<root>/.discocache`).
+pub const STATS_FILE: &str = "state/stats.json";
+
+/// Where format 1 kept it, under the same directory.
+pub const LEGACY_STATS_FILE: &str = "stats.json";
 
 /// The persisted file's format version.
 const FORMAT: u32 = 1;
@@ -364,6 +369,7 @@ mod tests {
     #[test]
     fn a_corrupt_stats_file_is_reported_with_its_path() {
         let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("state")).expect("mkdir");
         std::fs::write(dir.path().join(STATS_FILE), b"{nope").expect("write");
         let err = Stats::load(dir.path()).expect_err("corrupt");
         assert!(err.to_string().contains(STATS_FILE), "{err}");

@@ -30,6 +30,22 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
     beneath::ensure_dir(dir).map(drop)
 }
 
+/// Creates a source's tier directory (mode 0700) and its `.discocache/`
+/// directory when missing. An existing tier directory keeps its mode (fizeau
+/// creates them 0750 and a root is shared with it) but must still be ours
+/// and a real directory; the `.discocache/` directory is always 0700.
+///
+/// # Errors
+///
+/// As [`ensure_dir`].
+pub fn ensure_source_dirs(layout: &crate::Layout, id: &crate::SourceId) -> Result<()> {
+    let tier = layout.tier_dir(id);
+    if beneath::Dir::open(&tier)?.is_none() {
+        ensure_dir(&tier)?;
+    }
+    ensure_dir(&layout.tier_state_dir(id))
+}
+
 /// Writes `bytes` to `dest` atomically: temp file named `<prefix><random>.tmp`
 /// in the same directory, write, fsync, rename. Returns the file's mtime.
 /// Does not fsync the directory: see [`sync_dir`].

@@ -156,8 +156,19 @@ impl Consumer {
 fn source_of(root: &Path, path: &Path) -> Option<SourceId> {
     let rel = path.strip_prefix(root).ok()?;
     let mut parts = rel.iter();
-    let (tier, file) = (parts.next()?.to_str()?, parts.next()?.to_str()?);
-    if parts.next().is_some() || !layout::is_tier_dir(tier) {
+    let (tier, mut file) = (parts.next()?.to_str()?, parts.next()?.to_str()?);
+    if !layout::is_tier_dir(tier) {
+        return None;
+    }
+    if file == layout::STATE_DIR {
+        // `<tier>/.discocache/<name>.meta.json`: the sidecar.
+        file = parts.next()?.to_str()?;
+        return match layout::classify_state(file)? {
+            (name, FileKind::Sidecar) if parts.next().is_none() => SourceId::new(tier, &name).ok(),
+            _ => None,
+        };
+    }
+    if parts.next().is_some() {
         return None;
     }
     match layout::classify(file)? {
@@ -196,16 +207,17 @@ mod tests {
         let id = |p: &str| source_of(root, Path::new(p)).map(|s| s.to_string());
         assert_eq!(id("/r/discovery/x.json").as_deref(), Some("discovery/x"));
         assert_eq!(
-            id("/r/discovery/x.meta.json").as_deref(),
+            id("/r/discovery/.discocache/x.meta.json").as_deref(),
             Some("discovery/x")
         );
+        assert_eq!(id("/r/discovery/.discocache/x.flock"), None);
         assert_eq!(
             id("/r/discovery/x.refreshing").as_deref(),
             Some("discovery/x")
         );
         assert_eq!(id("/r/discovery/x.lock"), None);
         assert_eq!(id("/r/discovery/.x.abc.tmp"), None);
-        assert_eq!(id("/r/.discocache/stats.json"), None);
+        assert_eq!(id("/r/.discocache/state/stats.json"), None);
         assert_eq!(id("/r/discocache.sock"), None);
         assert_eq!(id("/elsewhere/discovery/x.json"), None);
     }

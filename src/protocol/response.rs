@@ -254,7 +254,7 @@ mod tests {
         assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
         assert_eq!(v["root"], "/r");
         assert_eq!(v["config"], Value::Null);
-        assert_eq!(v["format"], 1);
+        assert_eq!(v["format"], 2);
     }
 
     #[test]

@@ -78,10 +78,16 @@ async fn refresh_commits_payload_and_sidecar() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    let want: BTreeSet<String> = ["models.json", "models.meta.json", "models.lock"]
+    let want: BTreeSet<String> = ["models.json", ".discocache"].map(String::from).into();
+    assert_eq!(files, want);
+    let own: BTreeSet<String> = std::fs::read_dir(cache.layout().tier_state_dir(&s.id))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let want: BTreeSet<String> = ["models.meta.json", "models.flock"]
         .map(String::from)
         .into();
-    assert_eq!(files, want);
+    assert_eq!(own, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

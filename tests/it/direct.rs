@@ -100,7 +100,7 @@ command = ["sh", "-c", "echo run >> @DIR@/runs; read line < @DIR@/gate; echo '{\
     let n = 8;
     let children: Vec<Child> = (0..n).map(|_| env.spawn(&["refresh", "t/slow"])).collect();
     wait_for("the refresher to start", || env.path("runs").exists());
-    let lock = env.path("root/t/slow.lock");
+    let lock = env.path("root/t/.discocache/slow.flock");
     wait_for("every other process to wait on the lock", || {
         blocked_on(&lock) == n - 1
     });

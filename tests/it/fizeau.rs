@@ -155,7 +155,6 @@ fn discocache_reads_a_payload_fizeau_wrote() {
 }
 
 #[test]
-#[ignore = "format 2: wired in the next step"]
 fn fizeau_refresh_after_discocache_refresh_succeeds() {
     let Some(bin) = driver() else { return };
     let env = Env::new(FILE_SOURCE);
@@ -201,7 +200,6 @@ fn files_under(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 #[test]
-#[ignore = "format 2: wired in the next step"]
 fn fizeau_prune_with_every_source_active_leaves_every_discocache_file() {
     let Some(bin) = driver() else { return };
     let config = format!(
@@ -250,7 +248,6 @@ fn runs(path: &Path) -> usize {
 }
 
 #[test]
-#[ignore = "format 2: wired in the next step"]
 fn stale_fizeau_lock_never_leads_to_two_refreshers() {
     let Some(bin) = driver() else { return };
     let config = r#"

@@ -183,14 +183,14 @@ fn tier_symlinked_outside_is_never_served_written_chmodded_or_pruned() {
 fn lock_symlink_creates_nothing_outside() {
     let env = Env::new(&file_source("t/x"));
     fs::write(env.path("data.json"), b"[\"inside\"]").unwrap();
-    fs::create_dir(env.path("root/t")).unwrap();
+    fs::create_dir_all(env.path("root/t/.discocache")).unwrap();
     let target = env.path("created-outside");
-    symlink(&target, env.path("root/t/x.lock")).unwrap();
+    symlink(&target, env.path("root/t/.discocache/x.flock")).unwrap();
 
     let refresh = env.run(&["refresh", "t/x"]);
     assert!(!refresh.status.success());
     let err = output(&refresh);
-    assert!(err.contains("x.lock: it is a symlink"), "{err}");
+    assert!(err.contains("x.flock: it is a symlink"), "{err}");
     assert!(
         !target.exists(),
         "a file was created through the lock symlink"
@@ -228,13 +228,13 @@ fn fifos_at_payload_sidecar_and_stats_do_not_hang_anything() {
     let sources = format!("{}{}", file_source("t/x"), file_source("t/y"));
     let env = Env::new(&sources);
     fs::write(env.path("data.json"), b"[\"inside\"]").unwrap();
-    fs::create_dir_all(env.path("root/t")).unwrap();
-    fs::create_dir_all(env.path("root/.discocache")).unwrap();
+    fs::create_dir_all(env.path("root/t/.discocache")).unwrap();
+    fs::create_dir_all(env.path("root/.discocache/state")).unwrap();
     fs::write(env.path("root/t/y.json"), b"[1]").unwrap();
     for fifo in [
         "root/t/x.json",
-        "root/t/y.meta.json",
-        "root/.discocache/stats.json",
+        "root/t/.discocache/y.meta.json",
+        "root/.discocache/state/stats.json",
     ] {
         nix::unistd::mkfifo(&env.path(fifo), nix::sys::stat::Mode::S_IRWXU).unwrap();
     }
@@ -260,7 +260,7 @@ fn fifos_at_payload_sidecar_and_stats_do_not_hang_anything() {
         output(&refresh)
     );
     env.run(&["refresh", "t/y"]);
-    for fifo in ["root/t/x.json", "root/t/y.meta.json"] {
+    for fifo in ["root/t/x.json", "root/t/.discocache/y.meta.json"] {
         let kind = fs::symlink_metadata(env.path(fifo)).unwrap().file_type();
         assert!(kind.is_fifo(), "{fifo} was replaced or removed");
     }

@@ -18,6 +18,7 @@
 //! - `systemd_credentials`: the API-key drop-in verifies with the units.
 //! - `examples`: the example configs check; each reader reads a filled root.
 //! - `completions`: shell completions (loaded by a real bash) and the man page.
+//! - `upgrade`: a format 1 root upgraded in place to format 2.
 
 // They run the `discocache` binary, which needs the `cli` feature.
 #![cfg(feature = "cli")]
@@ -42,3 +43,4 @@ mod secrets;
 mod sidecar;
 mod sources;
 mod systemd_credentials;
+mod upgrade;

@@ -108,7 +108,7 @@ async fn truncated_sidecar_serves_payload_and_next_revision_follows_it() {
 async fn wrong_format_sidecar_serves_payload_and_next_revision_follows_it() {
     let revision = damaged_sidecar_case(|b| {
         let text = String::from_utf8(b).unwrap();
-        text.replace("\"format\": 1", "\"format\": 99").into_bytes()
+        text.replace("\"format\": 2", "\"format\": 99").into_bytes()
     })
     .await;
     assert_eq!(revision, 42);

@@ -220,9 +220,14 @@ fn header_secret_from_the_environment_never_shows_in_any_output() {
         let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
         assert!(!all.contains("TOPSECRET"), "secret leaked: {all}");
     }
-    for entry in fs::read_dir(env.path("root/api")).unwrap() {
-        let content = fs::read(entry.unwrap().path()).unwrap();
-        assert!(!text(&content).contains("TOPSECRET"), "secret on disk");
+    for dir in ["root/api", "root/api/.discocache"] {
+        for entry in fs::read_dir(env.path(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let content = fs::read(&path).unwrap();
+                assert!(!text(&content).contains("TOPSECRET"), "secret on disk");
+            }
+        }
     }
     assert_eq!(
         server.requests()[0].header("authorization"),

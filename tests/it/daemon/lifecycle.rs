@@ -129,7 +129,7 @@ fn a_restart_serves_from_disk_without_refetching() {
     d.stop();
     assert!(!d.socket.exists(), "socket removed on exit");
     assert!(
-        d.root.join(".discocache/stats.json").exists(),
+        d.root.join(".discocache/state/stats.json").exists(),
         "counters persisted"
     );
     d.spawn();
@@ -181,7 +181,7 @@ fn sigterm_during_a_slow_refresh_exits_cleanly_after_the_grace() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(temps.is_empty(), "no temp file left: {temps:?}");
-    let lock = SourceLock::try_acquire(&tier.join("slow.lock")).expect("lock");
+    let lock = SourceLock::try_acquire(&tier.join(".discocache/slow.flock")).expect("lock");
     assert!(lock.is_some(), "the lock was released");
     assert!(!d.socket.exists(), "socket removed");
 }

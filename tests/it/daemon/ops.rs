@@ -141,7 +141,10 @@ fn every_error_code_from_real_inputs_and_the_connection_stays_usable() {
     );
 
     // Another process holds the refresh past its deadline: timeout.
-    let lock_path = d.root.join("t").join("held.lock");
+    let layout = discocache::Layout::new(&d.root);
+    let held_id = discocache::SourceId::parse("t/held").expect("id");
+    std::fs::create_dir_all(layout.tier_state_dir(&held_id)).expect("mkdir");
+    let lock_path = layout.lock(&held_id);
     let _held = SourceLock::try_acquire(&lock_path)
         .expect("lock")
         .expect("free");
@@ -150,7 +153,8 @@ fn every_error_code_from_real_inputs_and_the_connection_stays_usable() {
 
     // A damaged sidecar: `state` answers and says so; the payload is still
     // served.
-    std::fs::write(d.root.join("t").join("ok.meta.json"), b"{garbage").expect("damage");
+    let ok_id = discocache::SourceId::parse("t/ok").expect("id");
+    std::fs::write(layout.sidecar(&ok_id), b"{garbage").expect("damage");
     let state = raw.ask(r#"{"op":"state","source":"t/ok"}"#);
     let damaged = state["refresh"]["sidecar_damaged"].as_str().unwrap_or("");
     assert!(damaged.contains("corrupt sidecar"), "{state}");
