@@ -36,6 +36,8 @@ pub(crate) struct Hot {
     held: Arc<Held>,
     /// From the `,` after `age_ms` up to and including the newline.
     tail: Box<str>,
+    /// The definition hash the payload was committed under.
+    definition: Option<String>,
 }
 
 impl Hot {
@@ -43,6 +45,7 @@ impl Hot {
     /// line the usual way makes. `None` when that line is not cut where
     /// expected (it always is: `data` is the body's first field).
     pub fn new(held: &Arc<Held>, state: RefreshState) -> Option<Self> {
+        let definition = state.definition.clone();
         let body = GetBody {
             data: Some(held.data.clone()),
             age_ms: 0,
@@ -50,6 +53,7 @@ impl Hot {
             stale: false,
             expired: false,
             future: false,
+            stale_reason: None,
             revision: state.revision,
             fetched_at: held.fetched_at.clone(),
             refresh: Some(state),
@@ -65,6 +69,7 @@ impl Hot {
         Some(Self {
             held: Arc::clone(held),
             tail: tail.into(),
+            definition,
         })
     }
 
@@ -102,7 +107,8 @@ impl Daemon {
         let Some(hot) = self.view.hot(&req.source) else {
             return false;
         };
-        let judged = freshness::judge(hot.held.modified, None, SystemTime::now(), &sc.policy);
+        let judged = freshness::judge(hot.held.modified, None, SystemTime::now(), &sc.policy)
+            .with_definition(hot.definition.as_deref(), &sc.policy);
         let age = judged.age;
         let fresh = judged.fresh()
             && req

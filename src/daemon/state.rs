@@ -186,11 +186,26 @@ impl Daemon {
             .map_err(|_| Error::Internal("the refresh permits were closed".into()))
     }
 
+    /// [`Daemon::refresh`], forced (the guard does not apply: see
+    /// [`Cache::refresh`](crate::Cache::refresh)) or not.
+    pub async fn refresh_as(&self, sc: &SourceConfig, forced: bool) -> Result<Refreshed> {
+        let _permit = self.permit().await?;
+        self.run_refresh_as(sc, forced).await
+    }
+
     /// Refreshes with the permit already taken.
     pub async fn run_refresh(&self, sc: &SourceConfig) -> Result<Refreshed> {
+        self.run_refresh_as(sc, false).await
+    }
+
+    async fn run_refresh_as(&self, sc: &SourceConfig, forced: bool) -> Result<Refreshed> {
         let refresher = sc.refresher.clone();
         let fetch = move |ctx| async move { refresher.fetch(ctx).await };
-        let result = self.cache.refresh(&cache_source(sc), fetch).await;
+        let source = cache_source(sc);
+        let result = match forced {
+            true => self.cache.refresh(&source, fetch).await,
+            false => self.cache.refresh_guarded(&source, fetch).await,
+        };
         self.stats.count(&sc.id, Counter::of_refresh(&result));
         match &result {
             Ok(done) => tracing::info!("{}: refreshed ({done:?})", sc.id),

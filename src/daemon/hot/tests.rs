@@ -27,6 +27,7 @@ fn the_pieces_and_an_age_make_the_line_the_usual_way_makes() {
                 stale: false,
                 expired: false,
                 future: false,
+                stale_reason: None,
                 revision: 7,
                 fetched_at: held.fetched_at.clone(),
                 refresh: Some(state.clone()),
