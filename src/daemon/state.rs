@@ -172,7 +172,8 @@ impl Daemon {
     }
 
     /// Refreshes a source now (joining one in flight) under a refresh
-    /// permit, counts the outcome and publishes what changed.
+    /// permit, with its guard, counts the outcome and publishes what
+    /// changed.
     pub async fn refresh(&self, sc: &SourceConfig) -> Result<Refreshed> {
         let _permit = self.permit().await?;
         self.run_refresh(sc).await

@@ -167,3 +167,103 @@ fn config_check_names_bad_guard_values() {
     let out = good.run(&["config", "check"]);
     assert!(out.status.success(), "{out:?}");
 }
+
+mod library {
+    use std::time::Duration;
+
+    use discocache::{Cache, Ensured, Error, Fetched, Policy, Source};
+
+    fn open() -> (tempfile::TempDir, Cache) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().join("root")).unwrap();
+        (dir, cache)
+    }
+
+    fn source(definition: &str) -> Source {
+        let mut s = Source::parse("t/lib").unwrap();
+        s.policy = Policy {
+            ttl: Duration::from_secs(60),
+            definition: Some(definition.into()),
+            ..Policy::default()
+        };
+        s
+    }
+
+    async fn commit(cache: &Cache, s: &Source, guarded: bool, body: &'static str) -> bool {
+        let fetch = move |_| async move { Ok(Fetched::data(body)) };
+        let done = match guarded {
+            true => cache.refresh_guarded(s, fetch).await,
+            false => cache.refresh(s, fetch).await,
+        };
+        match done {
+            Ok(_) => true,
+            Err(Error::RefreshFailed { message, .. }) => {
+                assert!(message.starts_with("refused: "), "{message}");
+                false
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// 54 bytes: `[1]` is under a tenth of it.
+    const BIG: &str = r#"["xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"]"#;
+
+    #[tokio::test]
+    async fn refresh_guarded_refuses_what_refresh_commits() {
+        let (_d, cache) = open();
+        let s = source("a");
+        // Nothing to keep yet: even an empty first payload is committed.
+        assert!(commit(&cache, &s, true, "[]").await);
+        assert!(commit(&cache, &s, true, BIG).await);
+        assert!(!commit(&cache, &s, true, "{}").await);
+        assert!(!commit(&cache, &s, true, "[1]").await);
+        let entry = cache.read(&s).unwrap().unwrap();
+        assert_eq!(entry.data, BIG.as_bytes());
+        assert!(commit(&cache, &s, false, "[1]").await);
+        assert_eq!(cache.read(&s).unwrap().unwrap().data, b"[1]");
+        // wait_if_stale (maybe_refresh_sync) is guarded too.
+        cache.invalidate(&s).unwrap();
+        let fetch = |_| async { Ok(Fetched::data("null")) };
+        assert!(cache.maybe_refresh_sync(&s, fetch).await.is_err());
+        assert_eq!(cache.read(&s).unwrap().unwrap().data, b"[1]");
+        let state = cache.refresh_state(&s.id).unwrap();
+        assert_eq!(
+            state.last_error.as_deref(),
+            Some("refused: payload is empty (null)")
+        );
+        let backing_off = cache.maybe_refresh_sync(&s, fetch).await.unwrap();
+        assert!(matches!(backing_off, Ensured::BackingOff { .. }));
+    }
+
+    #[tokio::test]
+    async fn another_definition_reads_stale_until_refreshed() {
+        let (_d, cache) = open();
+        let old = source("a");
+        assert!(commit(&cache, &old, false, "[1]").await);
+        let entry = cache.read(&old).unwrap().unwrap();
+        assert!(entry.fresh && entry.stale_reason.is_none());
+        let new = source("b");
+        for entry in [
+            cache.read(&new).unwrap().unwrap(),
+            cache.read_with_meta(&new).unwrap().unwrap(),
+        ] {
+            assert!(entry.stale() && entry.definition_changed, "{entry:?}");
+            assert_eq!(entry.stale_reason, Some("definition changed"));
+        }
+        // Not tracked by the caller: unchanged.
+        let untracked = Source {
+            policy: Policy {
+                definition: None,
+                ..new.policy.clone()
+            },
+            ..new.clone()
+        };
+        assert!(cache.read(&untracked).unwrap().unwrap().fresh);
+        let fetch = |_| async { Ok(Fetched::data("[2]")) };
+        let ran = cache.maybe_refresh_sync(&new, fetch).await.unwrap();
+        assert!(matches!(ran, Ensured::Refreshed(_)), "{ran:?}");
+        let entry = cache.read_with_meta(&new).unwrap().unwrap();
+        assert!(entry.fresh, "{entry:?}");
+        assert_eq!(entry.meta.unwrap().definition.as_deref(), Some("b"));
+    }
+}
