@@ -68,6 +68,12 @@ pub struct Entry {
     /// Dated (mtime, or the sidecar's `fetched_at`) more than
     /// [`freshness::FUTURE_SKEW`] in the future: stale, age unknown.
     pub future: bool,
+    /// Committed under another definition of the source than the policy's
+    /// ([`Policy::definition`]): stale whatever its age.
+    pub definition_changed: bool,
+    /// Why it is not fresh ("definition changed", "older than ttl"...);
+    /// `None` when it is fresh.
+    pub stale_reason: Option<&'static str>,
     /// The sidecar, when asked for ([`Cache::read_with_meta`]) and intact.
     pub meta: Option<Meta>,
 }
@@ -150,6 +156,10 @@ pub struct RefreshState {
     /// is: the payload is still served, the next commit rewrites it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sidecar_damaged: Option<String>,
+    /// The hash of the definition the payload was committed under, as the
+    /// sidecar records it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
 }
 
 /// What a sidecar records about a source's refreshes: the part of
@@ -162,6 +172,7 @@ pub(crate) struct Attempts {
     pub consecutive_failures: u32,
     pub next_retry_at: Option<Timestamp>,
     pub sidecar_damaged: Option<String>,
+    pub definition: Option<String>,
 }
 
 impl Attempts {
@@ -174,6 +185,7 @@ impl Attempts {
             consecutive_failures: meta.consecutive_failures,
             next_retry_at: meta.next_retry_at,
             sidecar_damaged: None,
+            definition: meta.definition.clone(),
         }
     }
 
@@ -277,7 +289,9 @@ impl Cache {
 
     /// Reads a source's payload: one open, one fstat, one read; no lock, no
     /// waiting. `Ok(None)` when it has no data yet. A payload larger than
-    /// the source's `max_output` is refused without being read.
+    /// the source's `max_output` is refused without being read. When the
+    /// policy carries a definition hash the sidecar is read too, so that
+    /// data committed under another definition reads as stale.
     ///
     /// # Errors
     ///
@@ -290,7 +304,12 @@ impl Cache {
         let Some(payload) = store::read_payload_within(&path, max)? else {
             return Ok(None);
         };
-        let judged = freshness::judge(payload.modified, None, SystemTime::now(), &source.policy);
+        let recorded = match source.policy.definition {
+            Some(_) => self.meta(&source.id)?.and_then(|m| m.definition),
+            None => None,
+        };
+        let judged = freshness::judge(payload.modified, None, SystemTime::now(), &source.policy)
+            .with_definition(recorded.as_deref(), &source.policy);
         Ok(Some(Entry {
             data: payload.bytes,
             fetched_at: payload.modified,
@@ -298,6 +317,8 @@ impl Cache {
             fresh: judged.fresh(),
             expired: judged.expired(),
             future: judged.future,
+            definition_changed: judged.definition_changed,
+            stale_reason: judged.stale_reason(),
             meta: None,
         }))
     }
@@ -315,14 +336,18 @@ impl Cache {
         entry.meta = self.meta(&source.id)?;
         let recorded = entry.meta.as_ref().and_then(|m| m.fetched_at);
         let now = SystemTime::now();
+        let definition = entry.meta.as_ref().and_then(|m| m.definition.as_deref());
         let judged = freshness::judge(
             entry.fetched_at,
             recorded.map(Timestamp::system_time),
             now,
             &source.policy,
-        );
+        )
+        .with_definition(definition, &source.policy);
         (entry.fresh, entry.expired, entry.future) =
             (judged.fresh(), judged.expired(), judged.future);
+        entry.definition_changed = judged.definition_changed;
+        entry.stale_reason = judged.stale_reason();
         Ok(Some(entry))
     }
 
@@ -344,9 +369,13 @@ impl Cache {
         refresh::read_sidecar(self.layout(), id)
     }
 
-    /// Refreshes now, whatever the freshness or backoff, and waits. Joins a
-    /// refresh already running in this process; waits for one running in
-    /// another process and takes its outcome (or takes over if it died).
+    /// Refreshes now, whatever the freshness, backoff or guard, and waits:
+    /// a forced refresh, so the policy's guard ([`crate::Guard`]) does not
+    /// apply and an empty or shrunken payload is committed too (see
+    /// [`Cache::refresh_guarded`]). Joins a refresh already running in this
+    /// process; waits for one running in another process and takes its
+    /// outcome (or takes over if it died). A caller that joins a refresh
+    /// already running takes its outcome, guarded or not.
     ///
     /// # Errors
     ///
@@ -354,6 +383,26 @@ impl Cache {
     /// failed, [`Error::Timeout`] when another process's refresh overran
     /// its deadline, [`Error::Io`] for file errors.
     pub async fn refresh<F, Fut>(&self, source: &Source, f: F) -> Result<Refreshed>
+    where
+        F: FnOnce(FetchContext) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
+    {
+        let mut source = source.clone();
+        source.policy.guard = source.policy.guard.off();
+        self.refresh_guarded(&source, f).await
+    }
+
+    /// [`Cache::refresh`] with the policy's guard: a payload it refuses is
+    /// a failure (recorded, backing off, the old payload kept). For
+    /// refreshes the cache starts on its own: background, warm-keeping,
+    /// [`Cache::maybe_refresh_sync`] (`discocache get` with
+    /// `wait_if_stale`); `discocache refresh` and `get --refresh force`
+    /// run [`Cache::refresh`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::refresh`].
+    pub async fn refresh_guarded<F, Fut>(&self, source: &Source, f: F) -> Result<Refreshed>
     where
         F: FnOnce(FetchContext) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
@@ -415,7 +464,9 @@ impl Cache {
         match blocking(move || check_due(&layout, &unsaved, &src, false)).await? {
             Due::Fresh => Ok(Ensured::Fresh),
             Due::BackingOff(until) => Ok(Ensured::BackingOff { until }),
-            Due::Busy | Due::Claimed(_) => self.refresh(source, f).await.map(Ensured::Refreshed),
+            Due::Busy | Due::Claimed(_) => {
+                (self.refresh_guarded(source, f).await).map(Ensured::Refreshed)
+            }
         }
     }
 
@@ -517,6 +568,7 @@ impl Cache {
             next_retry_at: attempts.next_retry_at,
             revision: attempts.revision,
             sidecar_damaged: attempts.sidecar_damaged.clone(),
+            definition: attempts.definition.clone(),
         }
     }
 
@@ -651,7 +703,13 @@ fn check_due(layout: &Layout, unsaved: &Unsaved, source: &Source, claim: bool) -
             let modified = m
                 .modified()
                 .map_err(|e| Error::io("stat payload", &payload, e))?;
-            freshness::judge(modified, None, now, &source.policy).fresh()
+            let recorded = match source.policy.definition {
+                Some(_) => refresh::read_meta(layout, &source.id)?.and_then(|m| m.definition),
+                None => None,
+            };
+            freshness::judge(modified, None, now, &source.policy)
+                .with_definition(recorded.as_deref(), &source.policy)
+                .fresh()
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(Error::io("stat payload", &payload, e)),
@@ -762,10 +820,16 @@ where
     .await
     .map_err(Arc::new)?;
     let started = Timestamp::now();
+    // Validators of data fetched under another definition (another URL)
+    // do not apply.
+    let changed = freshness::definition_changed(holder.meta.definition.as_deref(), &source.policy);
     let ctx = FetchContext {
         source: source.id.clone(),
         timeout: deadline,
-        validators: holder.meta.validators.clone(),
+        validators: match changed {
+            true => crate::Validators::default(),
+            false => holder.meta.validators.clone(),
+        },
     };
     // No marker (no space, no inodes): a failure, without an upstream call.
     let fetched = match holder.unmarked() {

@@ -6,7 +6,9 @@
 //! problem, each with its line.
 
 mod check;
+mod definition;
 mod entry;
+mod guard;
 mod paths;
 mod raw;
 mod value;

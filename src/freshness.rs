@@ -34,6 +34,9 @@ pub struct Judgement {
     /// Dated more than [`FUTURE_SKEW`] after now: its age is unknown, so it
     /// counts as stale (never expired: stale data beats none).
     pub future: bool,
+    /// Committed under another definition of the source than the current
+    /// one (see [`Judgement::with_definition`]): stale at once.
+    pub definition_changed: bool,
 }
 
 impl Judgement {
@@ -46,6 +49,37 @@ impl Judgement {
     pub fn expired(&self) -> bool {
         self.freshness == Freshness::Expired
     }
+
+    /// Takes the source's definition into account: data committed under
+    /// `recorded` (the sidecar's hash) is stale at once when the policy's
+    /// current definition differs. Either missing (an older sidecar, a
+    /// caller that does not track definitions) counts as unchanged.
+    #[must_use]
+    pub fn with_definition(mut self, recorded: Option<&str>, policy: &Policy) -> Self {
+        self.definition_changed = definition_changed(recorded, policy);
+        if self.definition_changed && self.freshness == Freshness::Fresh {
+            self.freshness = Freshness::Stale;
+        }
+        self
+    }
+
+    /// Why the data is not fresh, in words; `None` when it is fresh.
+    pub fn stale_reason(&self) -> Option<&'static str> {
+        match self.freshness {
+            Freshness::Fresh => None,
+            Freshness::Expired => Some("older than max_stale"),
+            Freshness::Stale if self.definition_changed => Some("definition changed"),
+            Freshness::Stale if self.future => Some("dated in the future"),
+            Freshness::Stale => Some("older than ttl"),
+        }
+    }
+}
+
+/// True when data committed under `recorded` (a sidecar's definition
+/// hash) was made by another definition than the policy's. Either missing
+/// counts as unchanged.
+pub fn definition_changed(recorded: Option<&str>, policy: &Policy) -> bool {
+    matches!((recorded, policy.definition.as_deref()), (Some(r), Some(c)) if r != c)
 }
 
 /// Judges a payload whose mtime is `modified` (and whose sidecar, when read,
@@ -62,6 +96,7 @@ pub fn judge(
             age: Duration::ZERO,
             freshness: Freshness::Stale,
             future: true,
+            definition_changed: false,
         };
     }
     let age = now.duration_since(modified).unwrap_or_default();
@@ -76,6 +111,7 @@ pub fn judge(
         age,
         freshness,
         future: false,
+        definition_changed: false,
     }
 }
 
@@ -141,6 +177,27 @@ mod tests {
         assert!(j.future && !j.fresh() && !j.expired(), "{j:?}");
         let recorded = judge(now, Some(now + FUTURE_SKEW + S), now, &policy());
         assert!(recorded.future && !recorded.fresh());
+    }
+
+    #[test]
+    fn a_changed_definition_is_stale_at_once() {
+        let now = SystemTime::now();
+        let p = Policy {
+            definition: Some("new".into()),
+            ..policy()
+        };
+        let fresh = judge(now, None, now, &p);
+        assert!(fresh.fresh());
+        let changed = fresh.with_definition(Some("old"), &p);
+        assert!(!changed.fresh() && changed.definition_changed);
+        assert_eq!(changed.stale_reason(), Some("definition changed"));
+        assert!(fresh.with_definition(Some("new"), &p).fresh());
+        // An older sidecar, or a caller that tracks no definition: unchanged.
+        assert!(fresh.with_definition(None, &p).fresh());
+        assert!(fresh.with_definition(Some("old"), &policy()).fresh());
+        let expired = judge(now - 601 * S, None, now, &p).with_definition(Some("old"), &p);
+        assert!(expired.expired());
+        assert_eq!(expired.stale_reason(), Some("older than max_stale"));
     }
 
     #[test]

@@ -125,6 +125,11 @@ pub struct Meta {
     pub consecutive_failures: u32,
     /// No background refresh before this instant.
     pub next_retry_at: Option<Timestamp>,
+    /// Hash of the source's definition the payload was committed under
+    /// ([`crate::Policy::definition`]); absent in older sidecars, which
+    /// count as unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
 }
 
 impl Meta {
@@ -146,6 +151,7 @@ impl Meta {
             last_error: None,
             consecutive_failures: 0,
             next_retry_at: None,
+            definition: None,
         }
     }
 

@@ -236,6 +236,7 @@ impl Holder {
         let took = started.until(Timestamp::now());
         let result = match outcome {
             Ok(Fetched::Data { bytes, validators }) => check_json(&bytes)
+                .and_then(|()| self.guard(&bytes, policy))
                 .and_then(|()| self.commit(&bytes, validators, policy, started, took)),
             Ok(Fetched::NotModified { validators }) => self.renew(validators, policy, started),
             Err(e) => Err(e),
@@ -256,6 +257,36 @@ impl Holder {
                 })
             }
         }
+    }
+
+    /// Refuses a payload that the policy's guard refuses against the
+    /// current payload (see [`crate::Guard`]).
+    fn guard(&self, bytes: &[u8], policy: &Policy) -> Result<(), FetchError> {
+        if !policy.guard.enabled {
+            return Ok(());
+        }
+        let current = self.current_worth_keeping(policy.max_output);
+        match policy.guard.refuses(bytes, current) {
+            Some(why) => Err(FetchError::new(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// The size of the payload on disk, unless there is none or it is
+    /// empty (`[]`, `{}`...): no good data for the guard to keep.
+    fn current_worth_keeping(&self, max_output: usize) -> Option<u64> {
+        let path = self.layout.payload(&self.id);
+        let size = std::fs::symlink_metadata(&path)
+            .ok()
+            .filter(std::fs::Metadata::is_file)?
+            .len();
+        // Only a small payload can be empty: read no more than that.
+        if size > 64 {
+            return Some(size);
+        }
+        let max = (max_output as u64).min(64);
+        let payload = store::read_payload_within(&path, max).ok()??;
+        (!crate::source::is_empty_json(&payload.bytes)).then_some(size)
     }
 
     /// Commits a payload: payload file, then sidecar, then directory fsync.
@@ -329,6 +360,7 @@ impl Holder {
         meta.last_error = None;
         meta.consecutive_failures = 0;
         meta.next_retry_at = None;
+        meta.definition.clone_from(&policy.definition);
         self.save(meta);
     }
 
@@ -374,7 +406,8 @@ impl Holder {
         self.unsaved.as_ref().map(|e| (&self.meta, e))
     }
 
-    /// Commits bytes produced elsewhere (the library's `write`).
+    /// Commits bytes produced elsewhere (the library's `write`); the guard
+    /// does not apply (the caller chose these bytes).
     ///
     /// # Errors
     ///

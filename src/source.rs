@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod guard;
+pub use guard::{DEFAULT_MAX_SHRINK, Guard, is_empty_json};
+
 /// Longest allowed tier or name part, in bytes.
 pub const MAX_PART_LEN: usize = 63;
 
@@ -157,6 +160,14 @@ pub struct Policy {
     /// Largest payload accepted from the refresher and read back from disk;
     /// a bigger payload on disk is refused, never read whole.
     pub max_output: usize,
+    /// What a fetched payload must pass to replace the current one, unless
+    /// the refresh is forced ([`crate::Cache::refresh`]).
+    pub guard: Guard,
+    /// A hash of what the source is (refresher kind, URL, argv, header
+    /// names...; never a secret), recorded at each commit. Data committed
+    /// under another definition is stale at once. `None`: not tracked (a
+    /// recorded one is then never judged changed).
+    pub definition: Option<String>,
 }
 
 impl Default for Policy {
@@ -168,6 +179,8 @@ impl Default for Policy {
             backoff_base: Duration::from_secs(10),
             backoff_cap: Duration::from_secs(3600),
             max_output: crate::refresher::DEFAULT_MAX_OUTPUT,
+            guard: Guard::default(),
+            definition: None,
         }
     }
 }

@@ -84,8 +84,8 @@ impl Direct {
 
     /// A forced refresh (joining one in flight) of configured sources, all
     /// at once.
-    fn refresh_all(&self, ids: &[SourceId]) -> Vec<crate::Result<Refreshed>> {
-        let tasks: Vec<_> = ids.iter().map(|id| self.refresh_task(id)).collect();
+    fn refresh_all(&self, ids: &[SourceId], forced: bool) -> Vec<crate::Result<Refreshed>> {
+        let tasks: Vec<_> = ids.iter().map(|id| self.refresh_task(id, forced)).collect();
         self.runtime.block_on(async {
             let mut results = Vec::with_capacity(tasks.len());
             for (id, task) in ids.iter().zip(tasks) {
@@ -99,7 +99,12 @@ impl Direct {
         })
     }
 
-    fn refresh_task(&self, id: &SourceId) -> tokio::task::JoinHandle<crate::Result<Refreshed>> {
+    /// A refresh of a configured source; `forced`: the guard does not apply.
+    fn refresh_task(
+        &self,
+        id: &SourceId,
+        forced: bool,
+    ) -> tokio::task::JoinHandle<crate::Result<Refreshed>> {
         let cache = self.cache.clone();
         let found: Option<(Source, Refresher)> = self.configured(id).map(|sc| {
             (
@@ -112,7 +117,10 @@ impl Direct {
             let (source, refresher) =
                 found.ok_or_else(|| Error::Internal(format!("{id} is not configured")))?;
             let fetch = move |ctx| async move { refresher.fetch(ctx).await };
-            cache.refresh(&source, fetch).await
+            match forced {
+                true => cache.refresh(&source, fetch).await,
+                false => cache.refresh_guarded(&source, fetch).await,
+            }
         })
     }
 
@@ -152,7 +160,7 @@ impl Direct {
         let forced = situation.mode == RefreshMode::Force;
         if let Some(failure_fails) = wait.filter(|_| forced || self.configured(id).is_some()) {
             self.require(id)?;
-            let refreshed = self.refresh_all(std::slice::from_ref(id)).remove(0);
+            let refreshed = self.refresh_all(std::slice::from_ref(id), forced).remove(0);
             if let Err(e) = refreshed {
                 if failure_fails {
                     return Err(Fail::exit(exit_for(&e), e.to_string()));
@@ -220,7 +228,7 @@ impl Direct {
         };
         let (tx, rx) = std::sync::mpsc::channel();
         for (index, id) in ids.iter().enumerate() {
-            let (task, tx, id) = (self.refresh_task(id), tx.clone(), id.clone());
+            let (task, tx, id) = (self.refresh_task(id, true), tx.clone(), id.clone());
             self.runtime.spawn(async move {
                 let result = task
                     .await

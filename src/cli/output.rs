@@ -60,6 +60,7 @@ pub fn envelope(
         stale: entry.stale(),
         expired: entry.expired,
         future: entry.future,
+        stale_reason: entry.stale_reason.map(str::to_owned),
         revision: state.revision,
         fetched_at: protocol::timestamp(entry.fetched_at),
         refresh: Some(state),
@@ -283,7 +284,10 @@ pub fn table(out: &mut impl Write, rows: &[SourceStatus]) -> io::Result<()> {
             .map_or("-".into(), |a| duration(Duration::from_millis(a)));
         let retry = r.refresh.next_retry_at.filter(|t| *t > now);
         let retry = retry.map_or("-".into(), |t| duration(now.until(t)));
+        let reason = r.stale_reason.as_ref().filter(|_| r.has_data && !r.fresh);
+        let reason = reason.map(|why| format!("(stale: {why})"));
         let error = r.error.as_deref().or(r.refresh.last_error.as_deref());
+        let error = error.or(reason.as_deref());
         let unconfigured = if r.configured { "" } else { " (not in config)" };
         writeln!(
             out,

@@ -155,6 +155,7 @@ impl<'a> Checker<'a> {
         let backoff_base = self.duration(scope, "backoff_base", &raw.backoff_base);
         let backoff_cap = self.duration(scope, "backoff_cap", &raw.backoff_cap);
         let max_output = self.size(scope, "max_output", &raw.max_output);
+        let guard = self.guard(scope, &raw.guard, base.policy.guard);
         let b = &base.policy;
         let max_output = max_output?.unwrap_or(base.max_output);
         let resolved = Base {
@@ -165,6 +166,8 @@ impl<'a> Checker<'a> {
                 backoff_base: backoff_base?.unwrap_or(b.backoff_base),
                 backoff_cap: backoff_cap?.unwrap_or(b.backoff_cap),
                 max_output,
+                guard: guard?,
+                definition: None,
             },
             max_output,
         };

@@ -15,7 +15,7 @@ use crate::refresher::command::CommandSpec;
 use crate::refresher::file::FileSpec;
 use crate::refresher::http::{HttpSpec, Secret};
 use crate::refresher::{DEFAULT_MAX_OUTPUT, Refresher};
-use crate::source::SourceId;
+use crate::source::{Policy, SourceId};
 
 /// Redirects followed when a source does not say.
 pub const DEFAULT_MAX_REDIRECTS: u32 = 5;
@@ -43,11 +43,15 @@ impl Checker<'_> {
         let id = self.id(scope, span, &raw.id);
         let policy = self.policy(scope, &raw.policy(), base);
         let refresher = self.refresher(scope, span, raw, policy.as_ref().ok());
-        let policy = policy?;
+        let (policy, refresher) = (policy?, refresher?);
+        let definition = super::definition::hash(raw, &refresher);
         Ok(SourceConfig {
             id: id?,
-            policy: policy.policy,
-            refresher: refresher?,
+            policy: Policy {
+                definition: Some(definition),
+                ..policy.policy
+            },
+            refresher,
             disabled: self.disabled.take(),
         })
     }

@@ -24,6 +24,7 @@ pub(super) struct RawPolicy {
     pub backoff_base: Field,
     pub backoff_cap: Field,
     pub max_output: Field,
+    pub guard: Field,
 }
 
 /// `[daemon]`.
@@ -47,6 +48,7 @@ pub(super) struct RawSource {
     pub backoff_base: Field,
     pub backoff_cap: Field,
     pub max_output: Field,
+    pub guard: Field,
     pub command: Field,
     pub pty: Field,
     pub http: Option<Spanned<RawHttp>>,
@@ -63,6 +65,7 @@ impl RawSource {
             backoff_base: self.backoff_base.clone(),
             backoff_cap: self.backoff_cap.clone(),
             max_output: self.max_output.clone(),
+            guard: self.guard.clone(),
         }
     }
 }

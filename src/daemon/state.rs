@@ -165,11 +165,19 @@ impl Daemon {
         Ok(held)
     }
 
-    /// Refreshes a source now. A refresh of it already running here is
-    /// joined without a permit; otherwise this waits for a refresh permit
-    /// (and joins instead if a refresh started meanwhile), so that a caller
-    /// waiting on a flight never holds a permit another source needs.
+    /// Refreshes a source now, with its guard (background and warm
+    /// refreshes): see [`Daemon::refresh_as`].
     pub async fn refresh(&self, sc: &SourceConfig) -> Result<Refreshed> {
+        self.refresh_as(sc, false).await
+    }
+
+    /// Refreshes a source now, forced (the guard does not apply: see
+    /// [`Cache::refresh`](crate::Cache::refresh)) or not. A refresh of it
+    /// already running here is joined without a permit; otherwise this
+    /// waits for a refresh permit (and joins instead if a refresh started
+    /// meanwhile), so that a caller waiting on a flight never holds a permit
+    /// another source needs.
+    pub async fn refresh_as(&self, sc: &SourceConfig, forced: bool) -> Result<Refreshed> {
         loop {
             if let Some(joined) = self.cache.join(&sc.id) {
                 let result = joined.await;
@@ -187,7 +195,7 @@ impl Daemon {
             if self.cache.in_flight_here(&sc.id) {
                 continue;
             }
-            let result = self.run_refresh(sc).await;
+            let result = self.run_refresh_as(sc, forced).await;
             drop(permit);
             return result;
         }
@@ -203,10 +211,18 @@ impl Daemon {
 
     /// Refreshes with the permit already taken.
     pub async fn run_refresh(&self, sc: &SourceConfig) -> Result<Refreshed> {
+        self.run_refresh_as(sc, false).await
+    }
+
+    async fn run_refresh_as(&self, sc: &SourceConfig, forced: bool) -> Result<Refreshed> {
         let refresher = sc.refresher.clone();
         let fetch = move |ctx| async move { refresher.fetch(ctx).await };
         let started = std::time::Instant::now();
-        let result = self.cache.refresh(&cache_source(sc), fetch).await;
+        let source = cache_source(sc);
+        let result = match forced {
+            true => self.cache.refresh(&source, fetch).await,
+            false => self.cache.refresh_guarded(&source, fetch).await,
+        };
         // The marker seen last names the holder of a refresh joined.
         let holder = self
             .view

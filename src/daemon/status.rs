@@ -140,6 +140,7 @@ fn source_line(d: &Daemon, sc: &SourceConfig) -> SourceStatus {
         fresh: false,
         stale: false,
         expired: false,
+        stale_reason: None,
         fetched_at: None,
         revision: 0,
         refresh: RefreshState::default(),
@@ -153,16 +154,18 @@ fn source_line(d: &Daemon, sc: &SourceConfig) -> SourceStatus {
     let looked = record.and_then(|r| Ok((r, Stamp::probe_modified(&layout.payload(&sc.id))?)));
     match looked {
         Ok(((attempts, marker), modified)) => {
+            let state = d.cache.state_of(&sc.id, &attempts, marker.as_ref());
             if let Some(modified) = modified {
-                let judged = freshness::judge(modified, None, SystemTime::now(), &sc.policy);
+                let judged = freshness::judge(modified, None, SystemTime::now(), &sc.policy)
+                    .with_definition(state.definition.as_deref(), &sc.policy);
                 line.has_data = true;
                 line.age_ms = Some(millis(judged.age));
                 line.fresh = judged.fresh();
                 line.stale = !judged.fresh();
                 line.expired = judged.expired();
+                line.stale_reason = judged.stale_reason().map(str::to_owned);
                 line.fetched_at = Some(timestamp(modified));
             }
-            let state = d.cache.state_of(&sc.id, &attempts, marker.as_ref());
             line.revision = state.revision;
             line.refresh = state;
         }

@@ -161,14 +161,18 @@ pub(crate) struct Snapshot {
     pub expired: bool,
     /// Dated in the future beyond the clock skew.
     pub future: bool,
+    /// Why it is not fresh.
+    pub stale_reason: Option<&'static str>,
     pub state: RefreshState,
 }
 
 impl Snapshot {
     /// Ages `held` by the clock, under `policy`.
     pub fn new(held: Arc<Held>, policy: &Policy, state: RefreshState) -> Self {
-        let judged = freshness::judge(held.modified, None, SystemTime::now(), policy);
+        let judged = freshness::judge(held.modified, None, SystemTime::now(), policy)
+            .with_definition(state.definition.as_deref(), policy);
         Self {
+            stale_reason: judged.stale_reason(),
             fresh: judged.fresh(),
             expired: judged.expired(),
             future: judged.future,

@@ -154,6 +154,9 @@ pub struct SourceStatus {
     pub stale: bool,
     /// Past its `max_stale`.
     pub expired: bool,
+    /// Why it is not fresh ("definition changed", "older than ttl"...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_reason: Option<String>,
     /// When the payload was fetched, RFC 3339 UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetched_at: Option<String>,
@@ -184,6 +187,7 @@ impl SourceStatus {
             fresh: false,
             stale: false,
             expired: false,
+            stale_reason: None,
             fetched_at: None,
             revision: 0,
             refresh: RefreshState::default(),
@@ -197,6 +201,7 @@ impl SourceStatus {
                     status.fresh = entry.fresh;
                     status.stale = entry.stale();
                     status.expired = entry.expired;
+                    status.stale_reason = entry.stale_reason.map(str::to_owned);
                     status.fetched_at = Some(timestamp(entry.fetched_at));
                 }
                 status.revision = state.revision;

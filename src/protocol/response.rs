@@ -128,6 +128,9 @@ pub struct GetBody {
     /// `--max-age`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub future: bool,
+    /// Why it is not fresh ("definition changed", "older than ttl"...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_reason: Option<String>,
     /// The payload's revision (+1 per committed payload).
     pub revision: u64,
     /// When the payload was fetched, RFC 3339 UTC (see [`timestamp`]).
@@ -215,6 +218,7 @@ mod tests {
     fn get_body(data: &str) -> GetBody {
         GetBody {
             future: false,
+            stale_reason: None,
             data: Some(embed_payload(data.as_bytes().to_vec()).expect("valid payload")),
             age_ms: 12,
             fresh: true,

@@ -17,6 +17,8 @@
 //! - `progress`: `refresh` prints each line as it finishes; `--json` output.
 //! - `systemd_credentials`: the API-key drop-in verifies with the units.
 //! - `examples`: the example configs check; each reader reads a filled root.
+//! - `guards`: empty or shrunken refreshes refused; a changed definition
+//!   is stale at once.
 //! - `completions`: shell completions (loaded by a real bash) and the man page.
 //! - `upgrade`: a format 1 root upgraded in place to format 2.
 
@@ -30,10 +32,12 @@ mod command_refresher;
 mod completions;
 mod config_safety;
 mod daemon;
+mod definition;
 mod direct;
 mod examples;
 mod fizeau;
 mod full_disk;
+mod guards;
 mod hostile;
 mod http_refresher;
 mod invalidate;

@@ -3,6 +3,7 @@
 use super::*;
 use crate::refresher::DEFAULT_MAX_OUTPUT;
 
+mod guard;
 mod source;
 
 fn fake_env(name: &str) -> Option<String> {
@@ -102,6 +103,8 @@ fn the_full_shape_parses_with_defaults_applied() {
             backoff_base: secs(10),
             backoff_cap: secs(3600),
             max_output: 512 << 10,
+            guard: crate::Guard::default(),
+            definition: router.policy.definition.clone(),
         }
     );
     let Refresher::Http(http) = &router.refresher else {
@@ -140,7 +143,13 @@ fn command_and_file_sources_carry_their_settings() {
 fn missing_tables_take_built_in_defaults() {
     let config = parse("[[source]]\nid = \"a/b\"\nfile = \"/x.json\"\n").unwrap();
     assert_eq!(config.daemon, DaemonSettings::default());
-    assert_eq!(config.sources[0].policy, Policy::default());
+    let policy = &config.sources[0].policy;
+    assert!(policy.definition.is_some());
+    let policy = Policy {
+        definition: None,
+        ..policy.clone()
+    };
+    assert_eq!(policy, Policy::default());
     let Refresher::File(file) = &config.sources[0].refresher else {
         panic!()
     };

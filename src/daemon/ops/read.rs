@@ -41,7 +41,8 @@ pub(super) async fn get(d: &Arc<Daemon>, req: GetRequest) -> Result<GetBody, Wir
         Plan::Serve => {}
         Plan::ServeAndRefresh => background(d, &sc),
         Plan::Wait { failure_fails } => {
-            if let Err(e) = d.refresh(&sc).await
+            let forced = req.refresh == crate::protocol::RefreshMode::Force;
+            if let Err(e) = d.refresh_as(&sc, forced).await
                 && failure_fails
             {
                 return Err(wire(&e));
@@ -102,6 +103,7 @@ async fn serve(
         stale,
         expired: entry.expired,
         future: entry.future,
+        stale_reason: entry.stale_reason.map(str::to_owned),
         fetched_at: entry.held.fetched_at.clone(),
         refresh: Some(entry.state),
         meta,

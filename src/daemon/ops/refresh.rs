@@ -24,7 +24,7 @@ pub(super) async fn refresh(
     for (index, sc) in sources.into_iter().enumerate() {
         let daemon = Arc::clone(d);
         running.spawn(async move {
-            let result = daemon.refresh(&sc).await;
+            let result = daemon.refresh_as(&sc, true).await;
             (index, RefreshResult::new(sc.id.clone(), &result))
         });
     }
