@@ -9,7 +9,7 @@
 pub const DEFAULT_MAX_SHRINK: f64 = 0.9;
 
 /// What a fetched payload must pass to replace the current one.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Guard {
     /// On: refuse empty, too small and shrunken payloads. Off for a forced
     /// refresh.
@@ -22,7 +22,14 @@ pub struct Guard {
     pub max_shrink: f64,
 }
 
-// `max_shrink` is checked to be a number in 0..=1 (never NaN).
+// Compared bit for bit, so that equality stays total (a NaN equals itself).
+impl PartialEq for Guard {
+    fn eq(&self, other: &Self) -> bool {
+        (self.enabled, self.min_bytes, self.max_shrink.to_bits())
+            == (other.enabled, other.min_bytes, other.max_shrink.to_bits())
+    }
+}
+
 impl Eq for Guard {}
 
 impl Default for Guard {
