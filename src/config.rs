@@ -12,6 +12,7 @@ mod raw;
 mod value;
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +41,11 @@ pub struct DaemonSettings {
     pub shutdown_grace: Duration,
     /// How often stats are reconciled against the disk.
     pub reconcile_interval: Duration,
+    /// Where `GET /metrics` is served over HTTP (a loopback address);
+    /// `None`, the default, serves no HTTP.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Run no refresher: serve what is on disk as it is.
+    pub offline: bool,
 }
 
 impl Default for DaemonSettings {
@@ -49,6 +55,8 @@ impl Default for DaemonSettings {
             refresh_ahead: 0.8,
             shutdown_grace: Duration::from_secs(10),
             reconcile_interval: Duration::from_secs(60),
+            metrics_listen: None,
+            offline: false,
         }
     }
 }

@@ -34,6 +34,8 @@ pub(super) struct RawDaemon {
     pub refresh_ahead: Field,
     pub shutdown_grace: Field,
     pub reconcile_interval: Field,
+    pub metrics_listen: Field,
+    pub offline: Field,
 }
 
 /// One `[[source]]`.

@@ -14,6 +14,7 @@
 
 mod configured;
 mod events;
+mod metrics;
 mod mutex;
 mod notify;
 mod ops;
@@ -134,6 +135,10 @@ async fn serve(mut opts: ServeOptions) -> anyhow::Result<Stopped> {
         Stats::empty(&cache.layout().state_dir())
     });
     let listening = socket::listen(&opts.socket)?;
+    let metrics_listener = match config.daemon.metrics_listen {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
     tracing::info!("config {}: {} sources", config.origin, config.sources.len());
     for (id, why) in config.disabled() {
         tracing::warn!("{id} is disabled: {why}");
@@ -162,6 +167,12 @@ async fn serve(mut opts: ServeOptions) -> anyhow::Result<Stopped> {
         shutdown,
         tracker,
     ));
+    if let Some(listener) = metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!("metrics on http://{addr}/metrics");
+        }
+        d.tracker.spawn(metrics::serve(Arc::clone(&d), listener));
+    }
     let watchdog = CancellationToken::new();
     notify::spawn_watchdog(watchdog.clone());
     notify::ready(&d.stats);

@@ -18,6 +18,7 @@
 //! - `systemd_credentials`: the API-key drop-in verifies with the units.
 //! - `examples`: the example configs check; each reader reads a filled root.
 //! - `completions`: shell completions (loaded by a real bash) and the man page.
+//! - `metrics`: `GET /metrics` over HTTP, checked by promtool.
 
 // They run the `discocache` binary, which needs the `cli` feature.
 #![cfg(feature = "cli")]
@@ -36,6 +37,7 @@ mod full_disk;
 mod hostile;
 mod http_refresher;
 mod invalidate;
+mod metrics;
 mod orphans;
 mod progress;
 mod secrets;
