@@ -9,6 +9,7 @@ mod check;
 mod entry;
 mod paths;
 mod raw;
+mod seed;
 mod value;
 
 use std::collections::{BTreeSet, HashMap};
@@ -73,6 +74,9 @@ pub struct SourceConfig {
     /// Why the source is disabled (a `${VAR}` it uses is unset), if it is:
     /// it is never refreshed, but stays configured (prune keeps its data).
     pub disabled: Option<String>,
+    /// A JSON file committed as the first payload when the source has
+    /// none (`seed = "file.json"`, relative to the config's directory).
+    pub seed: Option<PathBuf>,
 }
 
 /// A loaded, validated config.

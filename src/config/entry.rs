@@ -44,11 +44,13 @@ impl Checker<'_> {
         let policy = self.policy(scope, &raw.policy(), base);
         let refresher = self.refresher(scope, span, raw, policy.as_ref().ok());
         let policy = policy?;
+        let seed = self.seed(scope, &raw.seed, policy.max_output);
         Ok(SourceConfig {
             id: id?,
             policy: policy.policy,
             refresher: refresher?,
             disabled: self.disabled.take(),
+            seed: seed?,
         })
     }
 

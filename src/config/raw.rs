@@ -53,6 +53,7 @@ pub(super) struct RawSource {
     pub pty: Field,
     pub http: Option<Spanned<RawHttp>>,
     pub file: Field,
+    pub seed: Field,
 }
 
 impl RawSource {

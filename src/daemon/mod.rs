@@ -22,6 +22,7 @@ mod queue;
 mod reconcile;
 mod registry;
 mod reload;
+mod seeds;
 mod signals;
 mod socket;
 mod state;
@@ -57,6 +58,9 @@ pub struct ServeOptions {
     /// The config file; `None` = the default path if it exists, else the
     /// embedded default.
     pub config: Option<PathBuf>,
+    /// `--offline` / `DISCOCACHE_OFFLINE`: refresh nothing, whatever the
+    /// config says.
+    pub offline: bool,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT, logging to stderr (filter with
@@ -149,9 +153,16 @@ async fn serve(mut opts: ServeOptions) -> anyhow::Result<Stopped> {
         config,
         opts.config.clone(),
         stats,
+        opts.offline,
     ));
     d.prime().await;
-    d.start_seeding(empty_sources(&d));
+    seeds::plant(&d).await;
+    if d.offline() {
+        tracing::info!("offline: no refresher runs; serving what is on disk");
+        d.start_seeding(BTreeSet::new());
+    } else {
+        d.start_seeding(empty_sources(&d));
+    }
     let (reloads, triggers) = mpsc::channel(8);
     signals::spawn(&d, reloads.clone()).context("install signal handlers")?;
     let _watcher = watch::start(&d, reloads);

@@ -19,6 +19,7 @@
 //! - `examples`: the example configs check; each reader reads a filled root.
 //! - `completions`: shell completions (loaded by a real bash) and the man page.
 //! - `metrics`: `GET /metrics` over HTTP, checked by promtool.
+//! - `offline`: offline switches, forced refreshes refused, seed files.
 
 // They run the `discocache` binary, which needs the `cli` feature.
 #![cfg(feature = "cli")]
@@ -38,6 +39,7 @@ mod hostile;
 mod http_refresher;
 mod invalidate;
 mod metrics;
+mod offline;
 mod orphans;
 mod progress;
 mod secrets;

@@ -1,0 +1,87 @@
+//! Seeds: a source's `seed = "file.json"`, committed as its first payload
+//! when it has none, so that a first run without a network (air-gapped,
+//! offline) has something to serve. The seed's mtime is the payload's
+//! fetched time: an old seed is served as stale and refreshed when it can
+//! be.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::cache::{Cache, Source};
+use crate::error::{Error, Result};
+use crate::lock::SourceLock;
+use crate::refresh::Holder;
+use crate::store;
+
+/// Reads a seed file: its bytes and its mtime.
+///
+/// # Errors
+///
+/// [`Error::Refused`] when it is not a regular file, [`Error::TooLarge`]
+/// past `max` bytes, [`Error::Corrupt`] when it is not one JSON document,
+/// [`Error::Io`] when it cannot be read.
+pub fn read(path: &Path, max: u64) -> Result<(Vec<u8>, SystemTime)> {
+    let op = "read seed";
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(op, path, e))?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(Error::Refused {
+            op,
+            path: path.to_owned(),
+            what,
+        });
+    }
+    if meta.len() > max {
+        let (size, path) = (meta.len(), path.to_owned());
+        return Err(Error::TooLarge {
+            what: "seed",
+            path,
+            size,
+            max,
+        });
+    }
+    let modified = meta.modified().map_err(|e| Error::io(op, path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(op, path, e))?;
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        let reason = format!("not JSON: {e}");
+        return Err(Error::Corrupt {
+            what: "seed",
+            path: path.to_owned(),
+            reason,
+        });
+    }
+    Ok((bytes, modified))
+}
+
+/// Commits `seed` as the payload of `source` if it has none. Returns the
+/// revision committed, or `None` when there was a payload already or a
+/// refresh holds the source's lock (it will produce one). Blocking.
+///
+/// # Errors
+///
+/// The errors of [`read`], and of the commit ([`Error::RefreshFailed`],
+/// [`Error::Io`]).
+pub fn plant(cache: &Cache, source: &Source, seed: &Path) -> Result<Option<u64>> {
+    let layout = cache.layout();
+    let payload = layout.payload(&source.id);
+    if payload.exists() {
+        return Ok(None);
+    }
+    store::ensure_dir(&layout.tier_dir(&source.id))?;
+    let Some(lock) = SourceLock::try_acquire(&layout.lock(&source.id))? else {
+        return Ok(None);
+    };
+    let holder = Holder::start(layout, &source.id, lock, source.policy.refresh_deadline)?;
+    if payload.exists() {
+        return Ok(None);
+    }
+    let max = u64::try_from(source.policy.max_output).unwrap_or(u64::MAX);
+    let (bytes, modified) = read(seed, max)?;
+    holder
+        .commit_seed(&bytes, &source.policy, modified)
+        .map(Some)
+}
