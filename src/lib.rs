@@ -74,8 +74,9 @@ pub mod protocol;
 mod prune;
 pub mod refresh;
 pub mod refresher;
-#[cfg(feature = "cli")]
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
 mod seed;
+#[cfg(feature = "cli")]
 mod server;
 mod singleflight;
 pub mod source;
