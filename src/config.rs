@@ -223,8 +223,9 @@ impl Config {
         })
     }
 
-    /// The config with unset `${VAR}`s counted as problems, as `config
-    /// check` reports them (loading only disables those sources).
+    /// The config with unset `${VAR}`s and unusable seeds counted as
+    /// problems, as `config check` reports them (loading only disables
+    /// those sources, or leaves them without a seed).
     ///
     /// # Errors
     ///

@@ -135,7 +135,7 @@ impl Direct {
     /// data without `--allow-expired` (exit 4).
     pub fn get(&self, id: &SourceId, opts: &GetOpts) -> anyhow::Result<GetBody> {
         let source = self.source(id);
-        self.plant_seed(&source)?;
+        self.plant_seed(&source);
         let mode = match (self.offline, RefreshMode::from(opts.refresh)) {
             (false, mode) => mode,
             (true, RefreshMode::Force) => {
@@ -210,18 +210,19 @@ impl Direct {
     /// As [`Direct::get`].
     pub fn read_only(&self, id: &SourceId, opts: &GetOpts) -> anyhow::Result<GetBody> {
         let source = self.source(id);
-        self.plant_seed(&source)?;
+        self.plant_seed(&source);
         self.read_body(&source, opts)
     }
 
     /// Commits the source's seed when it has one and no payload yet.
-    fn plant_seed(&self, source: &Source) -> anyhow::Result<()> {
+    /// A seed that cannot be planted is reported, and the read goes on.
+    fn plant_seed(&self, source: &Source) {
         let Some(seed) = self.configured(&source.id).and_then(|sc| sc.seed.as_ref()) else {
-            return Ok(());
+            return;
         };
-        crate::seed::plant(&self.cache, source, seed)
-            .with_context(|| format!("{}: plant the seed {}", source.id, seed.display()))?;
-        Ok(())
+        if let Err(e) = crate::seed::plant(&self.cache, source, seed) {
+            eprintln!("discocache: {}: cannot plant the seed: {e}", source.id);
+        }
     }
 
     /// `refresh` of these sources, or of every configured one, all at

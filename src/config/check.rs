@@ -46,8 +46,9 @@ pub(super) struct Checker<'a> {
     pub env: &'a dyn Fn(&str) -> Option<String>,
     /// Where relative `file` paths resolve.
     pub base_dir: Option<&'a Path>,
-    /// Unset `${VAR}`s: not problems of the config (their sources are
-    /// disabled), but `config check` reports them.
+    /// Unset `${VAR}`s and unusable seeds: not problems of the config
+    /// (their sources are disabled, or go without a seed), but `config
+    /// check` reports them.
     pub unset: Vec<Problem>,
     /// Why the source being checked is disabled, if it is.
     pub disabled: Option<String>,

@@ -5,12 +5,15 @@ use std::path::PathBuf;
 
 use toml::Value;
 
+use super::Problem;
 use super::check::Checker;
 use super::raw::Field;
 
 impl Checker<'_> {
     /// Checks `seed`: the file must exist, be a regular file within
-    /// `max_output` bytes, and hold valid JSON.
+    /// `max_output` bytes, and hold valid JSON. A seed that is not is kept
+    /// (it may be fixed before it is needed) and reported by `config
+    /// check` like an unset variable: it spares the rest of the config.
     pub fn seed(
         &mut self,
         scope: &str,
@@ -33,9 +36,12 @@ impl Checker<'_> {
             _ => path,
         };
         let max = u64::try_from(max_output).unwrap_or(u64::MAX);
-        match crate::seed::read(&path, max) {
-            Ok(_) => Ok(Some(path)),
-            Err(e) => self.bad(field, scope, format!("seed: {e}")),
+        if let Err(e) = crate::seed::read(&path, max) {
+            self.unset.push(Problem {
+                line: Some(self.line(field.span().start)),
+                message: format!("{scope}: seed: {e}"),
+            });
         }
+        Ok(Some(path))
     }
 }

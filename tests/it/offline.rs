@@ -203,4 +203,24 @@ fn config_check_refuses_a_seed_that_is_not_json_or_not_a_file() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stdout) + &text(&out.stderr);
     assert!(err.contains("it is a directory"), "{err}");
+
+    // Only `config check` refuses it: a read goes on without the seed.
+    let out = cli(&d, &["--offline", "get", "t/count"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("cannot plant the seed"), "{err}");
+}
+
+#[test]
+fn a_broken_seed_does_not_stop_the_daemon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let counter = dir.path().join("counter");
+    let config = format!(
+        "[daemon]\nshutdown_grace = \"2s\"\n\n{}",
+        seeded_source("t/count", &counter, "missing.json")
+    );
+    let mut d = TestDaemon::start(&config);
+    let got = d.wait_data("t/count");
+    assert_eq!(got["data"], json!({"n": 1}), "{got}");
+    assert!(d.log().contains("cannot plant the seed"), "{}", d.log());
 }
