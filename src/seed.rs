@@ -85,3 +85,55 @@ pub fn plant(cache: &Cache, source: &Source, seed: &Path) -> Result<Option<u64>>
         .commit_seed(&bytes, &source.policy, modified)
         .map(Some)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Cache, Source, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(dir.path().join("root")).expect("open root");
+        let source = Source::parse("t/seeded").expect("valid id");
+        let seed = dir.path().join("seed.json");
+        std::fs::write(&seed, b"[1]").expect("write seed");
+        (dir, cache, source, seed)
+    }
+
+    #[test]
+    fn a_seed_is_committed_at_its_mtime_and_only_once() {
+        let (_dir, cache, source, seed) = setup();
+        let when = SystemTime::now() - Duration::from_secs(3600);
+        let file = std::fs::File::options()
+            .write(true)
+            .open(&seed)
+            .expect("open");
+        file.set_modified(when).expect("set mtime");
+        assert_eq!(plant(&cache, &source, &seed).expect("plant"), Some(1));
+        let payload = cache.layout().payload(&source.id);
+        let modified = std::fs::metadata(&payload)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        let off = modified
+            .duration_since(when)
+            .unwrap_or_else(|e| e.duration());
+        assert!(
+            off < Duration::from_millis(2),
+            "payload mtime {modified:?}, seed {when:?}"
+        );
+        // A payload is there now: the seed is not planted again.
+        std::fs::write(&seed, b"[2]").expect("rewrite seed");
+        assert_eq!(plant(&cache, &source, &seed).expect("plant again"), None);
+        assert_eq!(std::fs::read(&payload).expect("payload"), b"[1]");
+    }
+
+    #[test]
+    fn a_seed_that_is_not_json_is_refused_naming_it() {
+        let (_dir, cache, source, seed) = setup();
+        std::fs::write(&seed, b"{nope").expect("write");
+        let err = plant(&cache, &source, &seed).expect_err("not JSON");
+        assert!(err.to_string().contains("seed.json"), "{err}");
+        assert!(!cache.layout().payload(&source.id).exists());
+    }
+}

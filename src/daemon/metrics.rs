@@ -2,13 +2,14 @@
 //! when `[daemon] metrics_listen` is set.
 //!
 //! The HTTP side is hyper's HTTP/1 server on the daemon's runtime: one task
-//! per connection, every path but `/metrics` answered 404, and all of it
-//! stopped by the daemon's shutdown token.
+//! per connection, every path but `/metrics` answered 404, a request head
+//! due within [`HEADER_TIMEOUT`], and all of it stopped by the daemon's
+//! shutdown token.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use hyper::body::Incoming;
@@ -16,13 +17,16 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::state::{Daemon, blocking};
 use super::view::Stamp;
 use crate::freshness;
 use crate::stats::metrics::{self, SourceGauge};
+
+/// A connection that has not sent a request head within this is closed.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The content type of the Prometheus text format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -85,7 +89,10 @@ pub(crate) async fn serve(d: Arc<Daemon>, listener: TcpListener) {
         };
         let d2 = Arc::clone(&d);
         let service = service_fn(move |req| answer(Arc::clone(&d2), req));
-        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
         let shutdown = shutdown.clone();
         d.tracker.spawn(async move {
             tokio::select! {
