@@ -159,9 +159,10 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         other => {
-            // Offline, this process refreshes nothing and asks no daemon
-            // to: it reads the root directly.
-            let client = remote::connect(&ctx, cli.no_daemon || ctx.offline);
+            // Offline, `get` and `refresh` ask no daemon to refresh: they
+            // read the root directly. The other commands refresh nothing.
+            let refreshes = matches!(other, Command::Get { .. } | Command::Refresh { .. });
+            let client = remote::connect(&ctx, cli.no_daemon || (ctx.offline && refreshes));
             command::run(&ctx, client, other)
         }
     }

@@ -224,3 +224,24 @@ fn a_broken_seed_does_not_stop_the_daemon() {
     assert_eq!(got["data"], json!({"n": 1}), "{got}");
     assert!(d.log().contains("cannot plant the seed"), "{}", d.log());
 }
+
+#[test]
+fn offline_get_through_a_running_daemon_refreshes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let counter = dir.path().join("counter");
+    let config = format!(
+        "[daemon]\nshutdown_grace = \"2s\"\n\n{}",
+        counter_source("t/count", "1h", &counter)
+    );
+    let mut d = TestDaemon::start(&config);
+    d.wait_data("t/count");
+    let before = count(&counter);
+    let out = cli(&d, &["--offline", "get", "--refresh", "force", "t/count"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let out = cli(&d, &["--offline", "get", "t/count"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(count(&counter), before, "an offline get refreshed");
+    // Commands that refresh nothing still reach the daemon.
+    let out = cli(&d, &["--offline", "stats"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
