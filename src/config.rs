@@ -11,9 +11,11 @@ mod entry;
 mod guard;
 mod paths;
 mod raw;
+mod seed;
 mod value;
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +44,11 @@ pub struct DaemonSettings {
     pub shutdown_grace: Duration,
     /// How often stats are reconciled against the disk.
     pub reconcile_interval: Duration,
+    /// Where `GET /metrics` is served over HTTP (a loopback address);
+    /// `None`, the default, serves no HTTP.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Run no refresher: serve what is on disk as it is.
+    pub offline: bool,
 }
 
 impl Default for DaemonSettings {
@@ -51,6 +58,8 @@ impl Default for DaemonSettings {
             refresh_ahead: 0.8,
             shutdown_grace: Duration::from_secs(10),
             reconcile_interval: Duration::from_secs(60),
+            metrics_listen: None,
+            offline: false,
         }
     }
 }
@@ -67,6 +76,9 @@ pub struct SourceConfig {
     /// Why the source is disabled (a `${VAR}` it uses is unset), if it is:
     /// it is never refreshed, but stays configured (prune keeps its data).
     pub disabled: Option<String>,
+    /// A JSON file committed as the first payload when the source has
+    /// none (`seed = "file.json"`, relative to the config's directory).
+    pub seed: Option<PathBuf>,
 }
 
 /// A loaded, validated config.
@@ -213,8 +225,9 @@ impl Config {
         })
     }
 
-    /// The config with unset `${VAR}`s counted as problems, as `config
-    /// check` reports them (loading only disables those sources).
+    /// The config with unset `${VAR}`s and unusable seeds counted as
+    /// problems, as `config check` reports them (loading only disables
+    /// those sources, or leaves them without a seed).
     ///
     /// # Errors
     ///

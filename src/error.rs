@@ -101,6 +101,15 @@ pub enum Error {
         max: u64,
     },
 
+    /// A refresh was asked for while refreshes are off.
+    #[error(
+        "refusing to refresh {id}: offline (--offline, DISCOCACHE_OFFLINE=1 or [daemon] offline = true); only what is on disk is served"
+    )]
+    Offline {
+        /// The source.
+        id: SourceId,
+    },
+
     /// Prune was asked to run without a known set of active sources.
     #[error("refusing to prune: {0}")]
     PruneRefused(String),

@@ -31,6 +31,7 @@
 //! - `backoff`: jittered exponential retry delays.
 //! - `freshness`: the one judge of fresh / stale / expired and of retry times.
 //! - `singleflight`: one refresh per source per process, shared by callers.
+//! - `seed`: a source's seed file, committed as its first payload.
 //! - [`refresh`]: the refresh state machine (claim, run, commit, wait).
 //! - [`cache`]: the public [`Cache`] handle tying the above together.
 //! - `prune`: recovery of crash leftovers and removal of unknown sources.
@@ -73,6 +74,8 @@ pub mod protocol;
 mod prune;
 pub mod refresh;
 pub mod refresher;
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
+mod seed;
 #[cfg(feature = "cli")]
 mod server;
 mod singleflight;

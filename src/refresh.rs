@@ -5,7 +5,7 @@
 //! The async orchestration (single flight, deadlines, waiting) is in
 //! [`crate::cache`]; everything here runs on a blocking thread.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -423,6 +423,45 @@ impl Holder {
                 message: e.message().to_owned(),
                 joined: false,
             })
+    }
+}
+
+impl Holder {
+    /// Commits a seed file's bytes as a payload fetched at `fetched` (the
+    /// seed's mtime), so that an old seed is served as stale: the payload's
+    /// mtime is set to it and the sidecar written again with it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RefreshFailed`] when `bytes` is not JSON or cannot be
+    /// written, [`Error::Io`] when the mtime cannot be set.
+    pub fn commit_seed(
+        mut self,
+        bytes: &[u8],
+        policy: &Policy,
+        fetched: SystemTime,
+    ) -> Result<u64> {
+        let fetched = Timestamp::from(fetched);
+        let started = Timestamp::now();
+        check_json(bytes)
+            .and_then(|()| {
+                self.commit(
+                    bytes,
+                    crate::Validators::default(),
+                    policy,
+                    started,
+                    Duration::ZERO,
+                )
+            })
+            .map_err(|e| Error::RefreshFailed {
+                id: self.id.clone(),
+                message: e.message().to_owned(),
+                joined: false,
+            })?;
+        store::touch(&self.layout.payload(&self.id), fetched.system_time())?;
+        let meta = self.meta.clone();
+        self.succeeded(meta, fetched, policy, started);
+        Ok(self.meta.revision)
     }
 }
 

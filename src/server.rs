@@ -178,7 +178,7 @@ pub async fn serve<S: Service>(
 
 /// After a failed `accept` (out of descriptors, most often): log it and
 /// pause a little, so that a lasting failure does not spin.
-async fn accept_failed(e: &std::io::Error, shutdown: &CancellationToken) {
+pub(crate) async fn accept_failed(e: &std::io::Error, shutdown: &CancellationToken) {
     tracing::warn!("cannot accept a connection: {e}");
     tokio::select! {
         () = shutdown.cancelled() => {}

@@ -21,6 +21,10 @@ pub struct Cli {
     /// Use the cache directly even if a daemon is running.
     #[arg(long, global = true)]
     pub no_daemon: bool,
+    /// Refresh nothing: serve what is on disk (seeds included). `get` and
+    /// `refresh` read the root directly; `serve` runs no refresher.
+    #[arg(long, global = true, env = "DISCOCACHE_OFFLINE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub offline: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

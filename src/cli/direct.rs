@@ -27,6 +27,9 @@ pub struct Direct {
     cache: Cache,
     config: Result<Config, ConfigError>,
     runtime: tokio::runtime::Runtime,
+    /// Refreshes are off (`--offline`, `DISCOCACHE_OFFLINE`, or the
+    /// config's `[daemon] offline`).
+    offline: bool,
 }
 
 impl Direct {
@@ -44,10 +47,13 @@ impl Direct {
             .worker_threads(2)
             .enable_all()
             .build()?;
+        let config = ctx.load_config();
+        let offline = ctx.offline || config.as_ref().is_ok_and(|c| c.daemon.offline);
         Ok(Self {
             cache,
-            config: ctx.load_config(),
+            config,
             runtime,
+            offline,
         })
     }
 
@@ -113,7 +119,11 @@ impl Direct {
             )
         });
         let id = id.clone();
+        let offline = self.offline;
         self.runtime.spawn(async move {
+            if offline {
+                return Err(Error::Offline { id });
+            }
             let (source, refresher) =
                 found.ok_or_else(|| Error::Internal(format!("{id} is not configured")))?;
             let fetch = move |ctx| async move { refresher.fetch(ctx).await };
@@ -133,11 +143,20 @@ impl Direct {
     /// data without `--allow-expired` (exit 4).
     pub fn get(&self, id: &SourceId, opts: &GetOpts) -> anyhow::Result<GetBody> {
         let source = self.source(id);
+        self.plant_seed(&source);
+        let mode = match (self.offline, RefreshMode::from(opts.refresh)) {
+            (false, mode) => mode,
+            (true, RefreshMode::Force) => {
+                let e = Error::Offline { id: id.clone() };
+                return Err(Fail::exit(Exit::Error, e.to_string()));
+            }
+            (true, _) => RefreshMode::Never,
+        };
         let entry = self.cache.read(&source)?;
         let state = self.cache.refresh_state(id)?;
         let now = Timestamp::now();
         let situation = Situation {
-            mode: opts.refresh.into(),
+            mode,
             found: match &entry {
                 None => Found::Nothing,
                 Some(e) if e.fresh => Found::Fresh,
@@ -198,7 +217,20 @@ impl Direct {
     ///
     /// As [`Direct::get`].
     pub fn read_only(&self, id: &SourceId, opts: &GetOpts) -> anyhow::Result<GetBody> {
-        self.read_body(&self.source(id), opts)
+        let source = self.source(id);
+        self.plant_seed(&source);
+        self.read_body(&source, opts)
+    }
+
+    /// Commits the source's seed when it has one and no payload yet.
+    /// A seed that cannot be planted is reported, and the read goes on.
+    fn plant_seed(&self, source: &Source) {
+        let Some(seed) = self.configured(&source.id).and_then(|sc| sc.seed.as_ref()) else {
+            return;
+        };
+        if let Err(e) = crate::seed::plant(&self.cache, source, seed) {
+            eprintln!("discocache: {}: cannot plant the seed: {e}", source.id);
+        }
     }
 
     /// `refresh` of these sources, or of every configured one, all at
@@ -270,6 +302,7 @@ impl Direct {
         });
         Ok(StatusBody {
             daemon: None,
+            offline: self.offline,
             sources: sources.collect(),
         })
     }

@@ -89,6 +89,8 @@ pub struct Ctx {
     pub socket: PathBuf,
     /// `--config`, when given.
     pub config: Option<PathBuf>,
+    /// `--offline` or `DISCOCACHE_OFFLINE`.
+    pub offline: bool,
 }
 
 impl Ctx {
@@ -102,6 +104,7 @@ impl Ctx {
             root,
             socket,
             config: cli.config.clone(),
+            offline: cli.offline,
         }
     }
 
@@ -112,10 +115,12 @@ impl Ctx {
     ///
     /// When the chosen file does not load.
     pub fn load_config(&self) -> Result<Config, ConfigError> {
-        match self.config_path() {
-            Some(path) => Config::load(&path),
-            None => Ok(Config::embedded()),
-        }
+        let mut config = match self.config_path() {
+            Some(path) => Config::load(&path)?,
+            None => Config::embedded(),
+        };
+        config.daemon.offline |= self.offline;
+        Ok(config)
     }
 
     fn config_path(&self) -> Option<PathBuf> {
@@ -135,6 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 root: ctx.root,
                 socket: ctx.socket,
                 config,
+                offline: ctx.offline,
             })?;
             Ok(Exit::Ok)
         }
@@ -153,7 +159,10 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         other => {
-            let client = remote::connect(&ctx, cli.no_daemon);
+            // Offline, `get` and `refresh` ask no daemon to refresh: they
+            // read the root directly. The other commands refresh nothing.
+            let refreshes = matches!(other, Command::Get { .. } | Command::Refresh { .. });
+            let client = remote::connect(&ctx, cli.no_daemon || (ctx.offline && refreshes));
             command::run(&ctx, client, other)
         }
     }

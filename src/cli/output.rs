@@ -246,6 +246,12 @@ pub fn print_status(body: &StatusBody, json: bool) -> anyhow::Result<Exit> {
             writeln!(out, "daemon error: {e}")?;
         }
     }
+    if body.offline {
+        writeln!(
+            out,
+            "offline: nothing is refreshed; serving what is on disk"
+        )?;
+    }
     table(&mut out, &body.sources)?;
     Ok(Exit::Ok)
 }

@@ -3,6 +3,7 @@
 //! after a problem so that one run reports them all.
 
 use std::fmt::Display;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
@@ -45,8 +46,9 @@ pub(super) struct Checker<'a> {
     pub env: &'a dyn Fn(&str) -> Option<String>,
     /// Where relative `file` paths resolve.
     pub base_dir: Option<&'a Path>,
-    /// Unset `${VAR}`s: not problems of the config (their sources are
-    /// disabled), but `config check` reports them.
+    /// Unset `${VAR}`s and unusable seeds: not problems of the config
+    /// (their sources are disabled, or go without a seed), but `config
+    /// check` reports them.
     pub unset: Vec<Problem>,
     /// Why the source being checked is disabled, if it is.
     pub disabled: Option<String>,
@@ -211,12 +213,53 @@ impl<'a> Checker<'a> {
         let ahead = self.fraction(SCOPE, "refresh_ahead", &raw.refresh_ahead);
         let grace = self.duration(SCOPE, "shutdown_grace", &raw.shutdown_grace);
         let reconcile = self.duration(SCOPE, "reconcile_interval", &raw.reconcile_interval);
+        let listen = self.loopback(SCOPE, "metrics_listen", &raw.metrics_listen);
+        let offline = self.flag(SCOPE, "offline", &raw.offline);
         Ok(DaemonSettings {
             max_concurrent_refreshes: concurrent?.unwrap_or(d.max_concurrent_refreshes),
             refresh_ahead: ahead?.unwrap_or(d.refresh_ahead),
             shutdown_grace: grace?.unwrap_or(d.shutdown_grace),
             reconcile_interval: reconcile?.unwrap_or(d.reconcile_interval),
+            metrics_listen: listen?,
+            offline: offline?.unwrap_or(d.offline),
         })
+    }
+
+    /// A `"host:port"` key whose host is a loopback IP address. Anything
+    /// else is refused: the metrics name every source, and the endpoint has
+    /// no authentication, so it is not offered to other machines.
+    fn loopback(
+        &mut self,
+        scope: &str,
+        key: &str,
+        field: &Field,
+    ) -> Result<Option<SocketAddr>, ()> {
+        let Some(field) = field else { return Ok(None) };
+        let parsed = match field.get_ref() {
+            Value::String(s) => s.parse::<SocketAddr>().ok(),
+            _ => None,
+        };
+        let why = match parsed {
+            Some(addr) if addr.ip().is_loopback() => return Ok(Some(addr)),
+            Some(_) => {
+                "is not a loopback address (only 127.0.0.0/8 or [::1] are served; put a proxy in front to expose it)"
+            }
+            None => "expected \"ip:port\", e.g. \"127.0.0.1:9464\"",
+        };
+        self.bad(field, scope, format!("{key} {}: {why}", field.get_ref()))
+    }
+
+    /// A boolean key.
+    pub fn flag(&mut self, scope: &str, key: &str, field: &Field) -> Result<Option<bool>, ()> {
+        let Some(field) = field else { return Ok(None) };
+        match field.get_ref() {
+            Value::Boolean(b) => Ok(Some(*b)),
+            other => self.bad(
+                field,
+                scope,
+                format!("{key} {other}: expected true or false"),
+            ),
+        }
     }
 
     fn concurrency(&mut self, scope: &str, field: &Field) -> Result<Option<usize>, ()> {

@@ -45,6 +45,7 @@ impl Checker<'_> {
         let refresher = self.refresher(scope, span, raw, policy.as_ref().ok());
         let (policy, refresher) = (policy?, refresher?);
         let definition = super::definition::hash(raw, &refresher);
+        let seed = self.seed(scope, &raw.seed, policy.max_output);
         Ok(SourceConfig {
             id: id?,
             policy: Policy {
@@ -53,6 +54,7 @@ impl Checker<'_> {
             },
             refresher,
             disabled: self.disabled.take(),
+            seed: seed?,
         })
     }
 

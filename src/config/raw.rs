@@ -35,6 +35,8 @@ pub(super) struct RawDaemon {
     pub refresh_ahead: Field,
     pub shutdown_grace: Field,
     pub reconcile_interval: Field,
+    pub metrics_listen: Field,
+    pub offline: Field,
 }
 
 /// One `[[source]]`.
@@ -53,6 +55,7 @@ pub(super) struct RawSource {
     pub pty: Field,
     pub http: Option<Spanned<RawHttp>>,
     pub file: Field,
+    pub seed: Field,
 }
 
 impl RawSource {

@@ -14,6 +14,7 @@
 
 mod configured;
 mod events;
+mod metrics;
 mod mutex;
 mod notify;
 mod ops;
@@ -21,6 +22,7 @@ mod queue;
 mod reconcile;
 mod registry;
 mod reload;
+mod seeds;
 mod signals;
 mod socket;
 mod state;
@@ -56,6 +58,9 @@ pub struct ServeOptions {
     /// The config file; `None` = the default path if it exists, else the
     /// embedded default.
     pub config: Option<PathBuf>,
+    /// `--offline` / `DISCOCACHE_OFFLINE`: refresh nothing, whatever the
+    /// config says.
+    pub offline: bool,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT, logging to stderr (filter with
@@ -134,6 +139,10 @@ async fn serve(mut opts: ServeOptions) -> anyhow::Result<Stopped> {
         Stats::empty(&cache.layout().state_dir())
     });
     let listening = socket::listen(&opts.socket)?;
+    let metrics_listener = match config.daemon.metrics_listen {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
     tracing::info!("config {}: {} sources", config.origin, config.sources.len());
     for (id, why) in config.disabled() {
         tracing::warn!("{id} is disabled: {why}");
@@ -144,9 +153,16 @@ async fn serve(mut opts: ServeOptions) -> anyhow::Result<Stopped> {
         config,
         opts.config.clone(),
         stats,
+        opts.offline,
     ));
     d.prime().await;
-    d.start_seeding(empty_sources(&d));
+    seeds::plant(&d).await;
+    if d.offline() {
+        tracing::info!("offline: no refresher runs; serving what is on disk");
+        d.start_seeding(BTreeSet::new());
+    } else {
+        d.start_seeding(empty_sources(&d));
+    }
     let (reloads, triggers) = mpsc::channel(8);
     signals::spawn(&d, reloads.clone()).context("install signal handlers")?;
     let _watcher = watch::start(&d, reloads);
@@ -162,6 +178,12 @@ async fn serve(mut opts: ServeOptions) -> anyhow::Result<Stopped> {
         shutdown,
         tracker,
     ));
+    if let Some(listener) = metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!("metrics on http://{addr}/metrics");
+        }
+        d.tracker.spawn(metrics::serve(Arc::clone(&d), listener));
+    }
     let watchdog = CancellationToken::new();
     notify::spawn_watchdog(watchdog.clone());
     notify::ready(&d.stats);

@@ -20,7 +20,6 @@ use crate::protocol::{
 };
 use crate::server::{Answer, EventStream, Service};
 use crate::source::SourceId;
-use crate::stats::metrics;
 
 impl Service for Daemon {
     fn call(self: &Arc<Self>, request: Envelope) -> impl Future<Output = Answer> + Send {
@@ -43,7 +42,7 @@ async fn dispatch(d: Arc<Daemon>, envelope: Envelope) -> Answer {
         // Serialised straight from the counters: no JSON tree in between.
         Request::Stats {} => reply(id, Ok(d.stats.snapshot())),
         Request::Metrics {} => {
-            let text = metrics::render(&d.stats.snapshot());
+            let text = super::metrics::text(&d).await;
             reply(id, Ok(MetricsBody { text }))
         }
         Request::Reload {} => reply(id, reload_op(&d).await),

@@ -83,6 +83,7 @@ pub(crate) async fn reload(d: &Arc<Daemon>, why: &str) -> Result<Reloaded, Strin
     d.set_config(config);
     *lock(&d.config_error) = None;
     d.stats.set_error(None);
+    super::seeds::plant(d).await;
     let (added, removed) = warm::sync(d);
     tracing::info!(
         "reloaded {origin} ({why}): {} sources, added [{}], removed [{}]",

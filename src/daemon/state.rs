@@ -50,16 +50,21 @@ pub(crate) struct Daemon {
     pub abort: CancellationToken,
     pub tracker: TaskTracker,
     pub started_at: SystemTime,
+    /// `--offline` or `DISCOCACHE_OFFLINE`: offline whatever the config
+    /// says, across reloads.
+    forced_offline: bool,
 }
 
 impl Daemon {
     pub fn new(
         cache: Cache,
         socket: PathBuf,
-        config: Config,
+        mut config: Config,
         explicit: Option<PathBuf>,
         stats: Stats,
+        forced_offline: bool,
     ) -> Self {
+        config.daemon.offline |= forced_offline;
         let permits = config.daemon.max_concurrent_refreshes;
         let view = View::default();
         Self {
@@ -79,7 +84,13 @@ impl Daemon {
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
             started_at: SystemTime::now(),
+            forced_offline,
         }
+    }
+
+    /// Refreshes are off: nothing is refreshed, what is on disk is served.
+    pub fn offline(&self) -> bool {
+        self.in_force().config.daemon.offline
     }
 
     /// The config in force.
@@ -92,7 +103,8 @@ impl Daemon {
     }
 
     /// Puts a new config in force and resizes the refresh permits.
-    pub fn set_config(&self, config: Config) {
+    pub fn set_config(&self, mut config: Config) {
+        config.daemon.offline |= self.forced_offline;
         let want = config.daemon.max_concurrent_refreshes;
         *self.config.write().unwrap_or_else(PoisonError::into_inner) =
             Arc::new(InForce::new(config));
@@ -178,6 +190,9 @@ impl Daemon {
     /// meanwhile), so that a caller waiting on a flight never holds a permit
     /// another source needs.
     pub async fn refresh_as(&self, sc: &SourceConfig, forced: bool) -> Result<Refreshed> {
+        if self.offline() {
+            return Err(Error::Offline { id: sc.id.clone() });
+        }
         loop {
             if let Some(joined) = self.cache.join(&sc.id) {
                 let result = joined.await;
@@ -215,6 +230,9 @@ impl Daemon {
     }
 
     async fn run_refresh_as(&self, sc: &SourceConfig, forced: bool) -> Result<Refreshed> {
+        if self.offline() {
+            return Err(Error::Offline { id: sc.id.clone() });
+        }
         let refresher = sc.refresher.clone();
         let fetch = move |ctx| async move { refresher.fetch(ctx).await };
         let started = std::time::Instant::now();

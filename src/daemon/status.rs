@@ -46,6 +46,7 @@ fn write(d: &Daemon, id: Option<Value>, out: &mut Chunks) -> io::Result<()> {
     let config = d.config();
     let body = Body {
         daemon: daemon(d, &config),
+        offline: config.daemon.offline,
         sources: Lines { d, config: &config },
     };
     serde_json::to_writer(&mut *out, &Response::success(id, body))?;
@@ -90,6 +91,7 @@ impl Chunks {
 #[derive(Serialize)]
 struct Body<'a> {
     daemon: DaemonStatus,
+    offline: bool,
     sources: Lines<'a>,
 }
 
@@ -107,6 +109,7 @@ fn daemon(d: &Daemon, config: &Config) -> DaemonStatus {
         last_error: snap.last_error,
         keys_total: snap.keys_total,
         held_bytes: d.view.held_bytes(),
+        offline: config.daemon.offline,
     }
 }
 

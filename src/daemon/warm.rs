@@ -86,6 +86,13 @@ fn timing(sc: &SourceConfig) -> Timing {
 async fn schedule(daemon: Arc<Daemon>) {
     let warm = &daemon.warm;
     while !daemon.shutdown.is_cancelled() {
+        if daemon.offline() {
+            // Nothing is refreshed; a reload that turns it off kicks.
+            tokio::select! {
+                () = daemon.shutdown.cancelled() => return,
+                () = warm.kick.notified() => continue,
+            }
+        }
         let looks = lock(&warm.queue).take_due(Instant::now(), BATCH);
         if !looks.is_empty() {
             examine(&daemon, looks).await;
@@ -256,7 +263,14 @@ mod tests {
     fn daemon(dir: &Path, config: Config) -> Arc<Daemon> {
         let cache = Cache::open(dir.join("root")).expect("open root");
         let stats = Stats::empty(&dir.join("state"));
-        Arc::new(Daemon::new(cache, dir.join("sock"), config, None, stats))
+        Arc::new(Daemon::new(
+            cache,
+            dir.join("sock"),
+            config,
+            None,
+            stats,
+            false,
+        ))
     }
 
     #[test]

@@ -237,6 +237,9 @@ pub struct DaemonStatus {
     pub keys_total: u64,
     /// Payload bytes held in memory.
     pub held_bytes: u64,
+    /// Refreshes are off: what is on disk is served as it is.
+    #[serde(default)]
+    pub offline: bool,
 }
 
 /// `status`: the daemon (`null` in direct mode) and every source.
@@ -244,6 +247,10 @@ pub struct DaemonStatus {
 pub struct StatusBody {
     /// The daemon that answered; `None` when the CLI read the root itself.
     pub daemon: Option<DaemonStatus>,
+    /// Refreshes are off (in the daemon, or in this process in direct
+    /// mode).
+    #[serde(default)]
+    pub offline: bool,
     /// Every source.
     pub sources: Vec<SourceStatus>,
 }

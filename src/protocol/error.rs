@@ -124,7 +124,9 @@ impl From<&crate::Error> for WireError {
     fn from(e: &crate::Error) -> Self {
         let code = match e {
             crate::Error::InvalidSource(_) => ErrorCode::InvalidSource,
-            crate::Error::RefreshFailed { .. } => ErrorCode::RefreshFailed,
+            crate::Error::RefreshFailed { .. } | crate::Error::Offline { .. } => {
+                ErrorCode::RefreshFailed
+            }
             crate::Error::Timeout { .. } => ErrorCode::Timeout,
             crate::Error::TooLarge { .. } => ErrorCode::TooLarge,
             _ => ErrorCode::Internal,

@@ -1,17 +1,32 @@
 //! The statistics in the Prometheus text exposition format (0.0.4).
 //!
-//! Labels are bounded: `status`, `tier`, `source` (configured sources only
-//! ever grow the set by config edits, never by requests) and `outcome`.
+//! Labels are bounded: `status`, `tier`, `source` and `outcome`. Only the
+//! sources configured now are shown: a source removed from the config (or
+//! pruned) leaves the output, and no request can add one.
 
 use std::fmt::Write;
+use std::time::Duration;
 
 use super::{Counters, Snapshot, Status};
+use crate::source::SourceId;
+
+/// What the metrics show of one configured source besides its counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceGauge {
+    /// The source.
+    pub id: SourceId,
+    /// How long ago its payload was fetched; `None` when it has none.
+    pub age: Option<Duration>,
+    /// Whether its payload is fresh (within its ttl).
+    pub fresh: bool,
+}
 
 /// An outcome label and how to read its counter.
 type Outcome = (&'static str, fn(&Counters) -> u64);
 
-/// Renders a snapshot as Prometheus text.
-pub fn render(snap: &Snapshot) -> String {
+/// Renders a snapshot as Prometheus text, with the gauges and counters of
+/// the configured `sources` (in their order) and no others.
+pub fn render(snap: &Snapshot, sources: &[SourceGauge]) -> String {
     let mut out = String::new();
     family(
         &mut out,
@@ -30,11 +45,11 @@ pub fn render(snap: &Snapshot) -> String {
     }
     family(
         &mut out,
-        "discocache_keys_total",
+        "discocache_keys_stored",
         "gauge",
         "Sources with a payload on disk.",
     );
-    line(&mut out, "discocache_keys_total", &[], snap.keys_total);
+    line(&mut out, "discocache_keys_stored", &[], snap.keys_total);
     family(
         &mut out,
         "discocache_keys",
@@ -45,23 +60,62 @@ pub fn render(snap: &Snapshot) -> String {
         line(&mut out, "discocache_keys", &[("tier", tier)], *n);
     }
     reconcile(&mut out, snap);
-    reads(&mut out, snap);
-    refreshes(&mut out, snap);
+    ages(&mut out, sources);
+    reads(&mut out, snap, sources);
+    refreshes(&mut out, snap, sources);
     out
 }
 
 fn reconcile(out: &mut String, snap: &Snapshot) {
-    let name = "discocache_last_reconcile_duration_milliseconds";
+    let name = "discocache_last_reconcile_duration_seconds";
     family(
         out,
         name,
         "gauge",
         "How long the last reconcile against the disk took.",
     );
-    line(out, name, &[], snap.last_duration_ms.unwrap_or(0));
+    let ms = snap.last_duration_ms.unwrap_or(0);
+    line(out, name, &[], seconds(Duration::from_millis(ms)));
 }
 
-fn reads(out: &mut String, snap: &Snapshot) {
+/// The per-source age and freshness gauges.
+fn ages(out: &mut String, sources: &[SourceGauge]) {
+    let name = "discocache_source_age_seconds";
+    family(
+        out,
+        name,
+        "gauge",
+        "Seconds since the source's payload was fetched (absent when it has none).",
+    );
+    for s in sources {
+        if let Some(age) = s.age {
+            let source = s.id.to_string();
+            line(out, name, &source_labels(&s.id, &source), seconds(age));
+        }
+    }
+    let name = "discocache_source_fresh";
+    family(
+        out,
+        name,
+        "gauge",
+        "1 when the source's payload is within its ttl, else 0 (stale, expired or none).",
+    );
+    for s in sources {
+        let source = s.id.to_string();
+        line(out, name, &source_labels(&s.id, &source), u8::from(s.fresh));
+    }
+}
+
+fn source_labels<'a>(id: &'a SourceId, source: &'a str) -> [(&'static str, &'a str); 2] {
+    [("tier", id.tier()), ("source", source)]
+}
+
+/// Seconds with millisecond precision.
+fn seconds(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
+}
+
+fn reads(out: &mut String, snap: &Snapshot, sources: &[SourceGauge]) {
     let name = "discocache_reads_total";
     family(out, name, "counter", "Reads served, by outcome.");
     let outcomes: [Outcome; 3] = [
@@ -69,10 +123,10 @@ fn reads(out: &mut String, snap: &Snapshot) {
         ("stale_hit", |c| c.stale_hits),
         ("miss", |c| c.misses),
     ];
-    per_source(out, snap, name, &outcomes);
+    per_source(out, snap, sources, name, &outcomes);
 }
 
-fn refreshes(out: &mut String, snap: &Snapshot) {
+fn refreshes(out: &mut String, snap: &Snapshot, sources: &[SourceGauge]) {
     let name = "discocache_refreshes_total";
     family(out, name, "counter", "Refreshes finished, by outcome.");
     let outcomes: [Outcome; 4] = [
@@ -81,11 +135,21 @@ fn refreshes(out: &mut String, snap: &Snapshot) {
         ("joined", |c| c.refresh_joined),
         ("not_modified", |c| c.refresh_not_modified),
     ];
-    per_source(out, snap, name, &outcomes);
+    per_source(out, snap, sources, name, &outcomes);
 }
 
-fn per_source(out: &mut String, snap: &Snapshot, name: &str, outcomes: &[Outcome]) {
-    for (id, counters) in &snap.sources {
+/// One line per configured source and outcome; a source not counted yet
+/// shows zeros.
+fn per_source(
+    out: &mut String,
+    snap: &Snapshot,
+    sources: &[SourceGauge],
+    name: &str,
+    outcomes: &[Outcome],
+) {
+    let zero = Counters::default();
+    for SourceGauge { id, .. } in sources {
+        let counters = snap.sources.get(id).unwrap_or(&zero);
         let source = id.to_string();
         for (outcome, get) in outcomes {
             let labels = [
@@ -139,9 +203,14 @@ mod tests {
             last_reconciled_at: None,
             last_duration_ms: Some(4),
             last_error: None,
-            sources: BTreeMap::from([(id, counters)]),
+            sources: BTreeMap::from([(id.clone(), counters)]),
         };
-        let text = render(&snap);
+        let gauge = SourceGauge {
+            id,
+            age: Some(Duration::from_millis(1500)),
+            fresh: true,
+        };
+        let text = render(&snap, &[gauge]);
         assert!(
             text.contains("discocache_status{status=\"ready\"} 1\n"),
             "{text}"
@@ -162,5 +231,41 @@ mod tests {
             text.contains("# TYPE discocache_refreshes_total counter\n"),
             "{text}"
         );
+        let age =
+            "discocache_source_age_seconds{tier=\"discovery\",source=\"discovery/x\"} 1.500\n";
+        assert!(text.contains(age), "{text}");
+        let fresh = "discocache_source_fresh{tier=\"discovery\",source=\"discovery/x\"} 1\n";
+        assert!(text.contains(fresh), "{text}");
+    }
+
+    #[test]
+    fn a_source_no_longer_configured_is_not_shown() {
+        let gone = SourceId::parse("discovery/gone").expect("valid");
+        let kept = SourceId::parse("discovery/kept").expect("valid");
+        let counted = Counters {
+            misses: 1,
+            ..Counters::default()
+        };
+        let snap = Snapshot {
+            status: Status::Ready,
+            keys_total: 0,
+            keys_by_tier: BTreeMap::new(),
+            last_reconciled_at: None,
+            last_duration_ms: None,
+            last_error: None,
+            sources: BTreeMap::from([(gone, counted.clone()), (kept.clone(), counted)]),
+        };
+        let gauge = SourceGauge {
+            id: kept,
+            age: None,
+            fresh: false,
+        };
+        let text = render(&snap, &[gauge]);
+        assert!(!text.contains("discovery/gone"), "{text}");
+        assert!(
+            text.contains("source=\"discovery/kept\",outcome=\"miss\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("discocache_source_age_seconds{"), "{text}");
     }
 }

@@ -21,6 +21,8 @@
 //!   is stale at once.
 //! - `completions`: shell completions (loaded by a real bash) and the man page.
 //! - `upgrade`: a format 1 root upgraded in place to format 2.
+//! - `metrics`: `GET /metrics` over HTTP, checked by promtool.
+//! - `offline`: offline switches, forced refreshes refused, seed files.
 
 // They run the `discocache` binary, which needs the `cli` feature.
 #![cfg(feature = "cli")]
@@ -41,6 +43,8 @@ mod guards;
 mod hostile;
 mod http_refresher;
 mod invalidate;
+mod metrics;
+mod offline;
 mod orphans;
 mod progress;
 mod secrets;

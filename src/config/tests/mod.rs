@@ -80,6 +80,8 @@ fn the_full_shape_parses_with_defaults_applied() {
             refresh_ahead: 0.5,
             shutdown_grace: secs(3),
             reconcile_interval: secs(120),
+            metrics_listen: None,
+            offline: false,
         }
     );
     let ids: Vec<String> = config.sources.iter().map(|s| s.id.to_string()).collect();
@@ -440,4 +442,19 @@ fn prune_runs_only_against_a_config_file_and_keeps_disabled_sources() {
     std::fs::write(&path, "").unwrap();
     let empty = Config::load(&path).unwrap().prune_set().unwrap_err();
     assert!(matches!(empty, PruneRefused::NoSources(_)), "{empty}");
+}
+
+#[test]
+fn metrics_listen_takes_a_loopback_address_only() {
+    let config = parse("[daemon]\nmetrics_listen = \"127.0.0.1:9464\"\noffline = true\n").unwrap();
+    assert_eq!(
+        config.daemon.metrics_listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    assert!(config.daemon.offline);
+    let (line, message) = problem("[daemon]\nmetrics_listen = \"0.0.0.0:9464\"\n");
+    assert_eq!(line, 2);
+    assert!(message.contains("not a loopback address"), "{message}");
+    let (_, message) = problem("[daemon]\nmetrics_listen = \"localhost\"\n");
+    assert!(message.contains("ip:port"), "{message}");
 }

@@ -11,10 +11,11 @@ use crate::config::SourceConfig;
 use crate::daemon::configured::Configured;
 use crate::daemon::state::{Daemon, blocking, cache_source};
 use crate::daemon::view::Snapshot;
+use crate::error::Error;
 use crate::meta::Timestamp;
 use crate::plan::{Found, Plan, Situation, plan};
 use crate::protocol::{
-    ErrorCode, Event, EventKind, GetBody, GetRequest, InvalidateBody, WireError,
+    ErrorCode, Event, EventKind, GetBody, GetRequest, InvalidateBody, RefreshMode, WireError,
 };
 use crate::source::SourceId;
 use crate::stats::{Counter, millis};
@@ -24,6 +25,11 @@ use crate::stats::{Counter, millis};
 /// (one `stat`, no read); see [`crate::daemon::view`].
 pub(super) async fn get(d: &Arc<Daemon>, req: GetRequest) -> Result<GetBody, WireError> {
     let sc = d.known(&req.source)?;
+    let mode = match (d.offline(), req.refresh) {
+        (false, mode) => mode,
+        (true, RefreshMode::Force) => return Err(wire(&Error::Offline { id: sc.id.clone() })),
+        (true, _) => RefreshMode::Never,
+    };
     let mut entry = d.snapshot(&sc).await.map_err(|e| wire(&e))?;
     let found = match &entry {
         None => Found::Nothing,
@@ -31,7 +37,7 @@ pub(super) async fn get(d: &Arc<Daemon>, req: GetRequest) -> Result<GetBody, Wir
         Some(_) => Found::Fresh,
     };
     let situation = Situation {
-        mode: req.refresh,
+        mode,
         found,
         backing_off: backing_off(d, &sc),
         in_flight: entry.as_ref().is_some_and(|e| e.state.in_flight),

@@ -77,7 +77,7 @@ fn client_commands_go_through_the_daemon() {
     let state = text(&cli(&d, &["state", "t/count", "--json"]).stdout);
     assert!(state.contains("\"revision\": 2"), "{state}");
     let metrics = text(&cli(&d, &["metrics"]).stdout);
-    assert!(metrics.contains("discocache_keys_total 1"), "{metrics}");
+    assert!(metrics.contains("discocache_keys_stored 1"), "{metrics}");
     let out = cli(&d, &["invalidate", "t/count"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 

@@ -68,7 +68,7 @@ fn get_refresh_state_and_status_over_a_raw_socket() {
     assert_eq!(stats["keys_total"], 1, "{stats}");
     let metrics = raw.ask(r#"{"op":"metrics"}"#);
     let text = metrics["text"].as_str().expect("text");
-    assert!(text.contains("discocache_keys_total 1\n"), "{text}");
+    assert!(text.contains("discocache_keys_stored 1\n"), "{text}");
 }
 
 #[test]
