@@ -758,6 +758,16 @@ where
     })
     .await
     .map_err(Arc::new)?;
+    // We waited for fizeau's refresh and it committed: that is the outcome.
+    if let Some(joined) = holder.joined() {
+        return blocking(move || {
+            unsaved.remember(&source.id, &holder);
+            drop(holder);
+            Ok(joined)
+        })
+        .await
+        .map_err(Arc::new);
+    }
     let started = Timestamp::now();
     let ctx = FetchContext {
         source: source.id.clone(),

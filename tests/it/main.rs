@@ -19,6 +19,7 @@
 //! - `examples`: the example configs check; each reader reads a filled root.
 //! - `completions`: shell completions (loaded by a real bash) and the man page.
 //! - `upgrade`: a format 1 root upgraded in place to format 2.
+//! - `shared_marker`: fizeau's marker and payloads, acted out without Go.
 
 // They run the `discocache` binary, which needs the `cli` feature.
 #![cfg(feature = "cli")]
@@ -40,6 +41,7 @@ mod invalidate;
 mod orphans;
 mod progress;
 mod secrets;
+mod shared_marker;
 mod sidecar;
 mod sources;
 mod systemd_credentials;
