@@ -271,6 +271,16 @@ impl Cache {
         })
     }
 
+    /// The root's on-disk format: 2, or 1 while a format 1 root is not
+    /// fully upgraded (a source's format 1 lock was held when it was
+    /// opened). An unreadable format file reads as 1.
+    pub fn format(&self) -> u32 {
+        crate::upgrade::read_format(self.layout())
+            .ok()
+            .flatten()
+            .unwrap_or(1)
+    }
+
     /// The root's layout.
     pub fn layout(&self) -> &Layout {
         &self.inner.layout

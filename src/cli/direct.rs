@@ -262,6 +262,7 @@ impl Direct {
         });
         Ok(StatusBody {
             daemon: None,
+            format: self.cache.format(),
             sources: sources.collect(),
         })
     }

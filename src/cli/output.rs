@@ -245,6 +245,7 @@ pub fn print_status(body: &StatusBody, json: bool) -> anyhow::Result<Exit> {
             writeln!(out, "daemon error: {e}")?;
         }
     }
+    writeln!(out, "on-disk format: {}", body.format)?;
     table(&mut out, &body.sources)?;
     Ok(Exit::Ok)
 }

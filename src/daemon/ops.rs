@@ -150,6 +150,7 @@ async fn status(d: &Daemon) -> Result<StatusBody, WireError> {
     };
     Ok(StatusBody {
         daemon: Some(daemon),
+        format: d.cache.format(),
         sources,
     })
 }

@@ -239,6 +239,10 @@ pub struct DaemonStatus {
 pub struct StatusBody {
     /// The daemon that answered; `None` when the CLI read the root itself.
     pub daemon: Option<DaemonStatus>,
+    /// The root's on-disk format (docs/FORMAT.md): 2, or 1 while a format 1
+    /// root is not fully upgraded yet.
+    #[serde(default)]
+    pub format: u32,
     /// Every source.
     pub sources: Vec<SourceStatus>,
 }

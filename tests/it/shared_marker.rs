@@ -198,3 +198,23 @@ async fn recovery_leaves_a_live_fizeau_marker_and_clears_its_old_temp_file() {
     assert!(!tmp.exists(), "{report:?}");
     assert!(!layout.tier_dir(&s.id).join("models.lock").exists());
 }
+
+#[tokio::test]
+async fn tier_directory_fizeau_made_keeps_its_mode_and_ours_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path().join("root")).unwrap();
+    let layout = cache.layout().clone();
+    let theirs = source("shared/models");
+    let tier = layout.tier_dir(&theirs.id);
+    fs::create_dir(&tier).unwrap();
+    fs::set_permissions(&tier, fs::Permissions::from_mode(0o750)).unwrap();
+    let ours = source("private/models");
+
+    cache.write(&theirs, b"[1]".to_vec()).await.unwrap();
+    cache.write(&ours, b"[1]".to_vec()).await.unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&tier), 0o750, "fizeau's tier directory was chmodded");
+    assert_eq!(mode(&layout.tier_dir(&ours.id)), 0o700);
+    assert_eq!(mode(&layout.tier_state_dir(&theirs.id)), 0o700);
+}
