@@ -23,6 +23,9 @@
 //!
 //! - `source`: `tier/name` validation and the per-source [`Policy`].
 //! - `fizeau`: fizeau's short lock and shared marker, for on-disk format 2.
+//! - `claim`: the shared marker claimed, waited for and released under
+//!   fizeau's short lock.
+//! - `upgrade`: the root's format; a format 1 root upgraded in place.
 //! - `layout`: where every file of a source lives (pure, no IO).
 //! - `meta`: the `.meta.json` sidecar and the `.refreshing` marker.
 //! - `beneath`: opening files under the root without following symlinks.
