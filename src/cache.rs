@@ -584,6 +584,28 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// Records a payload written by someone else (fizeau's commit, say)
+    /// that the sidecar does not describe: the next revision, its size and
+    /// sha256. Returns that revision; `Ok(None)` when there was nothing to
+    /// record, or a refresh holds the source (it records it itself).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the lock cannot be tried or the sidecar written.
+    pub fn adopt(&self, id: &SourceId) -> Result<Option<u64>> {
+        // No payload, nothing to adopt (and no directory to create).
+        if std::fs::symlink_metadata(self.layout().payload(id)).is_err() {
+            return Ok(None);
+        }
+        store::ensure_source_dirs(self.layout(), id)?;
+        let Some(_lock) = SourceLock::try_acquire(&self.layout().lock(id))? else {
+            return Ok(None);
+        };
+        crate::adopt::adopt(self.layout(), id)
+    }
+}
+
 /// What [`Cache::invalidate`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invalidated {

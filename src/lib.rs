@@ -26,6 +26,7 @@
 //! - `claim`: the shared marker claimed, waited for and released under
 //!   fizeau's short lock.
 //! - `upgrade`: the root's format; a format 1 root upgraded in place.
+//! - `adopt`: payloads written by others get a revision and a sha256.
 //! - `layout`: where every file of a source lives (pure, no IO).
 //! - `meta`: the `.meta.json` sidecar and the `.refreshing` marker.
 //! - `beneath`: opening files under the root without following symlinks.
@@ -49,6 +50,7 @@
 //! - `logging`: the one stderr log set-up, with the HTTP client's own logs muted.
 //! - [`error`]: the library's [`Error`].
 
+mod adopt;
 mod backoff;
 mod beneath;
 pub mod cache;

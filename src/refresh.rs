@@ -221,14 +221,10 @@ impl Holder {
     /// sidecar was lost): record it, with its sha256, under the new
     /// revision [`payload_record`] gave it.
     fn adopt_payload(&mut self) {
-        let path = self.layout.payload(&self.id);
-        let Ok(Some(bytes)) = store::read_optional(&path, "read payload") else {
-            return;
-        };
         let mut meta = self.meta.clone();
-        meta.bytes = Some(bytes.len() as u64);
-        meta.sha256 = Some(hex::encode(Sha256::digest(&bytes)));
-        self.save(meta);
+        if crate::adopt::describe(&self.layout, &self.id, &mut meta) {
+            self.save(meta);
+        }
     }
 
     /// When this holder waited for a fizeau refresh that committed a

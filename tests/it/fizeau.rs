@@ -1,12 +1,11 @@
 //! Interop with fizeau's real Go package (built by helpers::fizeau) on one
 //! root, against the real binary in direct mode.
 //!
-//! The tests that run today prove what holds already: each reads the
-//! other's payloads (same bytes, ages that agree), and fizeau parses and
-//! honours the short lock and the markers in the shape format 2 writes
-//! them (src/fizeau). The ignored ones state
-//! what on-disk format 2 (DESIGN §4-§6, issue 12) must make true; they fail
-//! on format 1 and are switched on when it is wired in.
+//! Each reads the other's payloads (same bytes, ages that agree); fizeau
+//! parses and honours the short lock and the markers in the shape format 2
+//! writes them (src/fizeau); and what on-disk format 2 (DESIGN §4-§6,
+//! issue 12) makes true: fizeau's Refresh after ours, its Prune leaving
+//! our files, a stale fizeau lock, and a fizeau commit seen by the daemon.
 
 use std::fs;
 use std::io::Write;
@@ -400,7 +399,6 @@ fn fizeau_parses_the_short_lock_discocache_writes() {
 }
 
 #[test]
-#[ignore = "format 2: wired in the next step"]
 fn fizeau_commit_is_served_by_the_daemon_with_a_new_revision_and_a_watch_event() {
     use crate::helpers::daemon::{DEADLINE, TestDaemon, config, counter_source};
     use discocache::protocol::EventKind;

@@ -218,3 +218,21 @@ async fn tier_directory_fizeau_made_keeps_its_mode_and_ours_are_private() {
     assert_eq!(mode(&layout.tier_dir(&ours.id)), 0o700);
     assert_eq!(mode(&layout.tier_state_dir(&theirs.id)), 0o700);
 }
+
+#[tokio::test]
+async fn adopt_records_a_fizeau_commit_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path().join("root")).unwrap();
+    let s = source("discovery/models");
+    assert_eq!(cache.write(&s, b"[1]".to_vec()).await.unwrap(), 1);
+    assert_eq!(cache.adopt(&s.id).unwrap(), None, "ours needs no adopting");
+
+    let theirs = b"[1, 2]";
+    write_as_fizeau(&cache.layout().payload(&s.id), theirs);
+    assert_eq!(cache.adopt(&s.id).unwrap(), Some(2));
+    let meta = cache.meta(&s.id).unwrap().unwrap();
+    assert_eq!(meta.revision, 2);
+    let sha = hex::encode(Sha256::digest(theirs));
+    assert_eq!(meta.sha256.as_deref(), Some(sha.as_str()));
+    assert_eq!(cache.adopt(&s.id).unwrap(), None, "adopted twice");
+}
