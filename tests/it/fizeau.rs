@@ -444,3 +444,57 @@ fn fizeau_commit_is_served_by_the_daemon_with_a_new_revision_and_a_watch_event()
         "{got}"
     );
 }
+
+/// A refresher both implementations run: it notes each run, and notes an
+/// overlap when another run is in progress (`mkdir` is atomic); the short
+/// pause is its work, widening the window an overlap would show in.
+const RACE_SCRIPT: &str = "mkdir @DIR@/busy 2>/dev/null || echo overlap >> @DIR@/overlaps; \
+     echo run >> @DIR@/runs; sleep 0.2; rmdir @DIR@/busy 2>/dev/null; echo '{\"n\": 1}'";
+
+#[test]
+fn fizeau_and_discocache_processes_racing_never_run_two_refreshers_at_once() {
+    let Some(bin) = driver() else { return };
+    let config = format!(
+        r#"
+[[source]]
+id = "discovery/models"
+ttl = "1h"
+refresh_deadline = "10s"
+command = ["sh", "-c", "{}"]
+"#,
+        RACE_SCRIPT.replace('"', "\\\"")
+    );
+    let env = Env::new(&config);
+    let script = RACE_SCRIPT.replace("@DIR@", env.dir.path().to_str().unwrap());
+    let fz = env.fizeau(bin, "discovery/models");
+    for round in 0..6 {
+        let mut fizeaus: Vec<Child> = (0..2)
+            .map(|_| {
+                fz.command(&[], "refresh")
+                    .args(["--", "sh", "-c", &script])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let ours: Vec<Child> = (0..2)
+            .map(|_| env.spawn(&["refresh", "discovery/models"]))
+            .collect();
+        for child in ours {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", text(&out.stderr));
+        }
+        for child in fizeaus.drain(..) {
+            // fizeau's Refresh may give up waiting (its own rule); it must
+            // never run a second refresher at once, which the script notes.
+            child.wait_with_output().unwrap();
+        }
+        assert!(
+            !env.path("overlaps").exists(),
+            "round {round}: two refreshers ran at once ({} runs so far)",
+            runs(&env.path("runs"))
+        );
+    }
+    assert!(runs(&env.path("runs")) >= 6, "a round ran no refresher");
+}
