@@ -498,3 +498,46 @@ command = ["sh", "-c", "{}"]
     }
     assert!(runs(&env.path("runs")) >= 6, "a round ran no refresher");
 }
+
+#[test]
+fn fizeau_processes_and_the_daemon_racing_never_run_two_refreshers_at_once() {
+    use crate::helpers::daemon::{TestDaemon, config};
+    let Some(bin) = driver() else { return };
+    let mut d = TestDaemon::new("");
+    let dir = d.file("");
+    let dir = dir.to_str().unwrap().trim_end_matches('/');
+    let script = RACE_SCRIPT.replace("@DIR@", dir);
+    let source = format!(
+        "[[source]]\nid = \"discovery/models\"\nttl = \"1h\"\nrefresh_deadline = \"10s\"\ncommand = [\"sh\", \"-c\", \"{}\"]\n",
+        script.replace('"', "\\\"")
+    );
+    d.write_config(&config(&source));
+    d.spawn();
+    d.wait_data("discovery/models");
+    let fz = Fizeau::new(bin, &d.root, "discovery/models");
+    let runs_file = d.file("runs");
+    for round in 0..5 {
+        let fizeaus: Vec<Child> = (0..2)
+            .map(|_| {
+                fz.command(&[], "refresh")
+                    .args(["--", "sh", "-c", &script])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let got = d.request(serde_json::json!({
+            "op": "refresh", "sources": ["discovery/models"]
+        }));
+        assert_eq!(got["ok"], true, "round {round}: {got}");
+        for child in fizeaus {
+            child.wait_with_output().unwrap();
+        }
+        assert!(
+            !d.file("overlaps").exists(),
+            "round {round}: two refreshers ran at once ({} runs so far)",
+            runs(&runs_file)
+        );
+    }
+}
