@@ -282,6 +282,16 @@ impl Cache {
         })
     }
 
+    /// The root's on-disk format: 2, or 1 while a format 1 root is not
+    /// fully upgraded (a source's format 1 lock was held when it was
+    /// opened). An unreadable format file reads as 1.
+    pub fn format(&self) -> u32 {
+        crate::upgrade::read_format(self.layout())
+            .ok()
+            .flatten()
+            .unwrap_or(1)
+    }
+
     /// The root's layout.
     pub fn layout(&self) -> &Layout {
         &self.inner.layout
@@ -633,6 +643,28 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// Records a payload written by someone else (fizeau's commit, say)
+    /// that the sidecar does not describe: the next revision, its size and
+    /// sha256. Returns that revision; `Ok(None)` when there was nothing to
+    /// record, or a refresh holds the source (it records it itself).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the lock cannot be tried or the sidecar written.
+    pub fn adopt(&self, id: &SourceId) -> Result<Option<u64>> {
+        // No payload, nothing to adopt (and no directory to create).
+        if std::fs::symlink_metadata(self.layout().payload(id)).is_err() {
+            return Ok(None);
+        }
+        store::ensure_source_dirs(self.layout(), id)?;
+        let Some(_lock) = SourceLock::try_acquire(&self.layout().lock(id))? else {
+            return Ok(None);
+        };
+        crate::adopt::adopt(self.layout(), id)
+    }
+}
+
 /// What [`Cache::invalidate`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invalidated {
@@ -819,6 +851,16 @@ where
     })
     .await
     .map_err(Arc::new)?;
+    // We waited for fizeau's refresh and it committed: that is the outcome.
+    if let Some(joined) = holder.joined() {
+        return blocking(move || {
+            unsaved.remember(&source.id, &holder);
+            drop(holder);
+            Ok(joined)
+        })
+        .await
+        .map_err(Arc::new);
+    }
     let started = Timestamp::now();
     // Validators of data fetched under another definition (another URL)
     // do not apply.

@@ -23,6 +23,10 @@
 //!
 //! - `source`: `tier/name` validation and the per-source [`Policy`].
 //! - `fizeau`: fizeau's short lock and shared marker, for on-disk format 2.
+//! - `claim`: the shared marker claimed, waited for and released under
+//!   fizeau's short lock.
+//! - `upgrade`: the root's format; a format 1 root upgraded in place.
+//! - `adopt`: payloads written by others get a revision and a sha256.
 //! - `layout`: where every file of a source lives (pure, no IO).
 //! - `meta`: the `.meta.json` sidecar and the `.refreshing` marker.
 //! - `beneath`: opening files under the root without following symlinks.
@@ -47,9 +51,11 @@
 //! - `logging`: the one stderr log set-up, with the HTTP client's own logs muted.
 //! - [`error`]: the library's [`Error`].
 
+mod adopt;
 mod backoff;
 mod beneath;
 pub mod cache;
+mod claim;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "cli")]
@@ -58,7 +64,7 @@ pub mod config;
 #[cfg(feature = "cli")]
 mod daemon;
 pub mod error;
-#[allow(dead_code)] // wired into the claim path in the next step of format 2
+#[allow(dead_code)] // parts serve only tests or later steps (the failure record)
 mod fizeau;
 mod freshness;
 // Parts of these serve only the daemon and the command line.

@@ -254,7 +254,9 @@ pub struct Marker {
     pub started_at: Timestamp,
     /// When the refresher will be killed.
     pub deadline: Timestamp,
-    /// Random: tells one refresh's marker from the next.
+    /// Random: tells one refresh's marker from the next. Empty in
+    /// fizeau's markers, which have none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub token: String,
     /// Process group of the refresher, once one runs (fizeau's markers and
     /// older ones lack it).
@@ -343,6 +345,14 @@ pub fn pid_alive(pid: u32) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fizeau_marker_parses_without_a_token() {
+        let bytes = br#"{"pid":1,"started_at":"2026-11-28T10:00:00.123456789Z","deadline":"2026-11-28T10:00:10.123456789Z"}"#;
+        let m = super::Marker::parse(bytes, std::path::Path::new("x.refreshing")).unwrap();
+        assert_eq!((m.pid, m.token.as_str(), m.pgid), (1, "", None));
+        assert!(m.deadline > m.started_at);
+    }
+
     use super::*;
 
     #[test]

@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::beneath::{self, Dir};
+use crate::claim;
 use crate::error::{Error, Result};
 use crate::layout::{self, FileKind, Layout};
 use crate::lock::SourceLock;
@@ -128,6 +129,24 @@ fn try_lock(layout: &Layout, id: &SourceId) -> Result<Option<SourceLock>> {
 ///
 /// [`Error::Io`] when a file cannot be listed or removed.
 pub fn clear_leftovers(layout: &Layout, id: &SourceId) -> Result<Vec<PathBuf>> {
+    let mut removed = clear_temps(layout, id)?;
+    removed.extend(claim::clear_abandoned(layout, id, recovery_deadline())?.removed);
+    Ok(removed)
+}
+
+/// The refresh deadline markers and fizeau's temp files are judged with in
+/// recovery and prune, which know no source's policy: the default one.
+fn recovery_deadline() -> std::time::Duration {
+    crate::source::Policy::default().refresh_deadline
+}
+
+/// Removes one source's temp files (in its tier directory and its
+/// `.discocache/`). The caller holds the source's lock.
+///
+/// # Errors
+///
+/// [`Error::Io`] when a directory cannot be listed or a file removed.
+pub fn clear_temps(layout: &Layout, id: &SourceId) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for dir in [layout.tier_dir(id), layout.tier_state_dir(id)] {
         for (path, file_type) in list_dir(&dir)? {
@@ -140,13 +159,6 @@ pub fn clear_leftovers(layout: &Layout, id: &SourceId) -> Result<Vec<PathBuf>> {
                 removed.push(path);
             }
         }
-    }
-    let marker = layout.marker(id);
-    if let Some(abandoned) = crate::refresh::read_marker(layout, id) {
-        abandoned.kill_group();
-    }
-    if store::remove_if_present(&marker, "remove abandoned marker")? {
-        removed.push(marker);
     }
     Ok(removed)
 }
@@ -170,9 +182,11 @@ pub struct Recovered {
 pub fn recover(layout: &Layout) -> Result<Recovered> {
     let mut report = Recovered::default();
     for (id, files) in scan(layout)? {
-        let leftovers = files
-            .iter()
-            .any(|(_, k)| matches!(k, FileKind::Temp | FileKind::Marker));
+        let fizeau_tmp = layout.tier_dir(&id).join(format!("{}.json.tmp", id.name()));
+        let leftovers = fizeau_tmp.exists()
+            || files
+                .iter()
+                .any(|(_, k)| matches!(k, FileKind::Temp | FileKind::Marker));
         if !leftovers {
             continue;
         }
@@ -217,6 +231,11 @@ pub fn prune(layout: &Layout, active: &BTreeSet<SourceId>, dry_run: bool) -> Res
             report.in_flight.push(id);
             continue;
         };
+        // fizeau refreshing it: left alone, as one of ours would be.
+        if !dry_run && claim::clear_abandoned(layout, &id, recovery_deadline())?.fizeau_refreshing {
+            report.in_flight.push(id);
+            continue;
+        }
         for (path, kind) in &files {
             if *kind != FileKind::Lock && (dry_run || store::remove_if_present(path, "prune")?) {
                 report.files.push(path.clone());

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 
 use crate::backoff;
+use crate::claim::{self, NotClaimed};
 use crate::error::{Error, Result};
 use crate::layout::{Layout, TEMP_SUFFIX};
 use crate::lock::SourceLock;
@@ -157,6 +158,7 @@ pub struct Holder {
     /// only in memory.
     unsaved: Option<Error>,
     marker: Marker,
+    joined: Option<Refreshed>,
     _lock: SourceLock,
 }
 
@@ -174,28 +176,62 @@ impl Holder {
         lock: SourceLock,
         deadline: Duration,
     ) -> Result<Self> {
-        if layout.marker(id).exists() {
-            prune::clear_leftovers(layout, id)?;
-        }
+        let (marker, unmarked, waited_since) = match claim::claim(layout, id, deadline) {
+            Ok(claimed) => {
+                if claimed.replaced {
+                    prune::clear_temps(layout, id)?;
+                }
+                (claimed.marker, None, claimed.waited_since)
+            }
+            Err(NotClaimed::Unwritable(e)) => {
+                let why = format!("cannot write the refresh marker: {e}");
+                (Marker::new(deadline), Some(why), None)
+            }
+            Err(NotClaimed::Timeout(e)) => return Err(e),
+        };
         let sidecar = read_sidecar(layout, id);
         if let Some(damage) = sidecar.damage() {
             tracing::warn!("{id}: {}; the next commit rewrites it", damage.reason);
         }
+        let recorded = sidecar.meta().map(|m| m.revision);
         let meta = payload_record(layout, id, sidecar);
-        let marker = Marker::new(deadline);
-        let bytes = serde_json::to_vec(&marker).expect("marker serialises");
-        let unmarked = store::write_advisory(&layout.marker(id), &Layout::temp_prefix(id), &bytes)
-            .err()
-            .map(|e| format!("cannot write the refresh marker: {e}"));
-        Ok(Self {
+        let mut holder = Self {
             layout: layout.clone(),
             id: id.clone(),
             meta,
             unmarked,
             unsaved: None,
             marker,
+            joined: None,
             _lock: lock,
-        })
+        };
+        if recorded != Some(holder.meta.revision) {
+            holder.adopt_payload();
+        }
+        if let Some(before) = waited_since {
+            let changed = claim::PayloadStamp::of(layout, id) != before;
+            holder.joined = changed.then_some(Refreshed::Joined {
+                revision: holder.meta.revision,
+            });
+        }
+        Ok(holder)
+    }
+
+    /// The payload was written by someone else (fizeau, or a commit whose
+    /// sidecar was lost): record it, with its sha256, under the new
+    /// revision [`payload_record`] gave it.
+    fn adopt_payload(&mut self) {
+        let mut meta = self.meta.clone();
+        if crate::adopt::describe(&self.layout, &self.id, &mut meta) {
+            self.save(meta);
+        }
+    }
+
+    /// When this holder waited for a fizeau refresh that committed a
+    /// payload meanwhile: that refresh's outcome, to be taken instead of
+    /// running the refresher again.
+    pub fn joined(&self) -> Option<Refreshed> {
+        self.joined
     }
 
     /// Continues from `record`, a newer record than the sidecar's that was
@@ -467,9 +503,13 @@ impl Holder {
 
 impl Drop for Holder {
     fn drop(&mut self) {
-        // Only a lock holder writes a marker and we still hold the lock:
-        // the marker is ours.
-        let _ = store::remove_if_present(&self.layout.marker(&self.id), "remove marker");
+        if self.unmarked.is_some() {
+            return;
+        }
+        // Under fizeau's short lock, and only if it is still ours.
+        if let Err(e) = claim::release(&self.layout, &self.id, &self.marker.token) {
+            tracing::warn!("{}: our refresh marker is left behind: {e}", self.id);
+        }
     }
 }
 

@@ -303,6 +303,7 @@ impl Direct {
         Ok(StatusBody {
             daemon: None,
             offline: self.offline,
+            format: self.cache.format(),
             sources: sources.collect(),
         })
     }

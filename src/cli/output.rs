@@ -246,6 +246,7 @@ pub fn print_status(body: &StatusBody, json: bool) -> anyhow::Result<Exit> {
             writeln!(out, "daemon error: {e}")?;
         }
     }
+    writeln!(out, "on-disk format: {}", body.format)?;
     if body.offline {
         writeln!(
             out,

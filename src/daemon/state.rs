@@ -281,10 +281,15 @@ impl Daemon {
     /// Looks at each source's files in one blocking call, and reads the
     /// payloads of the sources in `load` as well.
     async fn look_at(&self, ids: Vec<SourceId>, load: HashSet<SourceId>) -> Vec<Looked> {
-        let layout = self.cache.layout().clone();
+        let (layout, cache) = (self.cache.layout().clone(), self.cache.clone());
         let in_force = self.in_force();
         let looked = blocking(move || {
             let look = |id: SourceId| {
+                // A payload written by someone else (fizeau) gets its
+                // revision first, so that the look sees it committed.
+                if let Err(e) = cache.adopt(&id) {
+                    tracing::warn!("{id}: cannot record a payload written elsewhere: {e}");
+                }
                 let look = Look::take(&layout, &id);
                 let wanted = load.contains(&id) && look.as_ref().is_ok_and(|l| l.payload);
                 let max = max_output_in(&in_force, &id);

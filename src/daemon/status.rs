@@ -47,6 +47,7 @@ fn write(d: &Daemon, id: Option<Value>, out: &mut Chunks) -> io::Result<()> {
     let body = Body {
         daemon: daemon(d, &config),
         offline: config.daemon.offline,
+        format: d.cache.format(),
         sources: Lines { d, config: &config },
     };
     serde_json::to_writer(&mut *out, &Response::success(id, body))?;
@@ -92,6 +93,7 @@ impl Chunks {
 struct Body<'a> {
     daemon: DaemonStatus,
     offline: bool,
+    format: u32,
     sources: Lines<'a>,
 }
 

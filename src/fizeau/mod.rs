@@ -22,9 +22,9 @@
 //! Everything here is synchronous (the lock polls for at most its bound);
 //! async callers go through `spawn_blocking`.
 //!
-//! Nothing calls this module yet: it is wired into the claim path, prune and
-//! recovery in the next step of format 2, hence `#[allow(dead_code)]` on it
-//! in `lib.rs` until then.
+//! The claim path, recovery and prune use it through `crate::claim`; a
+//! few parts serve only tests so far, hence `#[allow(dead_code)]` on it
+//! in `lib.rs`.
 
 pub mod dir;
 pub mod lock;

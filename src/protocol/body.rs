@@ -251,6 +251,10 @@ pub struct StatusBody {
     /// mode).
     #[serde(default)]
     pub offline: bool,
+    /// The root's on-disk format (docs/FORMAT.md): 2, or 1 while a format 1
+    /// root is not fully upgraded yet.
+    #[serde(default)]
+    pub format: u32,
     /// Every source.
     pub sources: Vec<SourceStatus>,
 }

@@ -1,12 +1,11 @@
 //! Interop with fizeau's real Go package (built by helpers::fizeau) on one
 //! root, against the real binary in direct mode.
 //!
-//! The tests that run today prove what holds already: each reads the
-//! other's payloads (same bytes, ages that agree), and fizeau parses and
-//! honours the short lock and the markers in the shape format 2 writes
-//! them (src/fizeau). The ignored ones state
-//! what on-disk format 2 (DESIGN §4-§6, issue 12) must make true; they fail
-//! on format 1 and are switched on when it is wired in.
+//! Each reads the other's payloads (same bytes, ages that agree); fizeau
+//! parses and honours the short lock and the markers in the shape format 2
+//! writes them (src/fizeau); and what on-disk format 2 (DESIGN §4-§6,
+//! issue 12) makes true: fizeau's Refresh after ours, its Prune leaving
+//! our files, a stale fizeau lock, and a fizeau commit seen by the daemon.
 
 use std::fs;
 use std::io::Write;
@@ -400,7 +399,6 @@ fn fizeau_parses_the_short_lock_discocache_writes() {
 }
 
 #[test]
-#[ignore = "format 2: wired in the next step"]
 fn fizeau_commit_is_served_by_the_daemon_with_a_new_revision_and_a_watch_event() {
     use crate::helpers::daemon::{DEADLINE, TestDaemon, config, counter_source};
     use discocache::protocol::EventKind;
@@ -445,4 +443,101 @@ fn fizeau_commit_is_served_by_the_daemon_with_a_new_revision_and_a_watch_event()
         serde_json::from_str::<Value>(payload).unwrap(),
         "{got}"
     );
+}
+
+/// A refresher both implementations run: it notes each run, and notes an
+/// overlap when another run is in progress (`mkdir` is atomic); the short
+/// pause is its work, widening the window an overlap would show in.
+const RACE_SCRIPT: &str = "mkdir @DIR@/busy 2>/dev/null || echo overlap >> @DIR@/overlaps; \
+     echo run >> @DIR@/runs; sleep 0.2; rmdir @DIR@/busy 2>/dev/null; echo '{\"n\": 1}'";
+
+#[test]
+fn fizeau_and_discocache_processes_racing_never_run_two_refreshers_at_once() {
+    let Some(bin) = driver() else { return };
+    let config = format!(
+        r#"
+[[source]]
+id = "discovery/models"
+ttl = "1h"
+refresh_deadline = "10s"
+command = ["sh", "-c", "{}"]
+"#,
+        RACE_SCRIPT.replace('"', "\\\"")
+    );
+    let env = Env::new(&config);
+    let script = RACE_SCRIPT.replace("@DIR@", env.dir.path().to_str().unwrap());
+    let fz = env.fizeau(bin, "discovery/models");
+    for round in 0..6 {
+        let mut fizeaus: Vec<Child> = (0..2)
+            .map(|_| {
+                fz.command(&[], "refresh")
+                    .args(["--", "sh", "-c", &script])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let ours: Vec<Child> = (0..2)
+            .map(|_| env.spawn(&["refresh", "discovery/models"]))
+            .collect();
+        for child in ours {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", text(&out.stderr));
+        }
+        for child in fizeaus.drain(..) {
+            // fizeau's Refresh may give up waiting (its own rule); it must
+            // never run a second refresher at once, which the script notes.
+            child.wait_with_output().unwrap();
+        }
+        assert!(
+            !env.path("overlaps").exists(),
+            "round {round}: two refreshers ran at once ({} runs so far)",
+            runs(&env.path("runs"))
+        );
+    }
+    assert!(runs(&env.path("runs")) >= 6, "a round ran no refresher");
+}
+
+#[test]
+fn fizeau_processes_and_the_daemon_racing_never_run_two_refreshers_at_once() {
+    use crate::helpers::daemon::{TestDaemon, config};
+    let Some(bin) = driver() else { return };
+    let mut d = TestDaemon::new("");
+    let dir = d.file("");
+    let dir = dir.to_str().unwrap().trim_end_matches('/');
+    let script = RACE_SCRIPT.replace("@DIR@", dir);
+    let source = format!(
+        "[[source]]\nid = \"discovery/models\"\nttl = \"1h\"\nrefresh_deadline = \"10s\"\ncommand = [\"sh\", \"-c\", \"{}\"]\n",
+        script.replace('"', "\\\"")
+    );
+    d.write_config(&config(&source));
+    d.spawn();
+    d.wait_data("discovery/models");
+    let fz = Fizeau::new(bin, &d.root, "discovery/models");
+    let runs_file = d.file("runs");
+    for round in 0..5 {
+        let fizeaus: Vec<Child> = (0..2)
+            .map(|_| {
+                fz.command(&[], "refresh")
+                    .args(["--", "sh", "-c", &script])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let got = d.request(serde_json::json!({
+            "op": "refresh", "sources": ["discovery/models"]
+        }));
+        assert_eq!(got["ok"], true, "round {round}: {got}");
+        for child in fizeaus {
+            child.wait_with_output().unwrap();
+        }
+        assert!(
+            !d.file("overlaps").exists(),
+            "round {round}: two refreshers ran at once ({} runs so far)",
+            runs(&runs_file)
+        );
+    }
 }

@@ -23,6 +23,7 @@
 //! - `upgrade`: a format 1 root upgraded in place to format 2.
 //! - `metrics`: `GET /metrics` over HTTP, checked by promtool.
 //! - `offline`: offline switches, forced refreshes refused, seed files.
+//! - `shared_marker`: fizeau's marker and payloads, acted out without Go.
 
 // They run the `discocache` binary, which needs the `cli` feature.
 #![cfg(feature = "cli")]
@@ -48,6 +49,7 @@ mod offline;
 mod orphans;
 mod progress;
 mod secrets;
+mod shared_marker;
 mod sidecar;
 mod sources;
 mod systemd_credentials;

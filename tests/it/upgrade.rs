@@ -191,3 +191,20 @@ async fn format1_source_whose_lock_is_held_is_upgraded_by_a_later_open() {
         "2"
     );
 }
+
+#[tokio::test]
+async fn hello_and_status_report_the_format_of_an_upgraded_root() {
+    use crate::helpers::daemon::{TestDaemon, config, counter_source};
+    let counter = tempfile::NamedTempFile::new().unwrap();
+    let mut d = TestDaemon::new(&config(&counter_source("t/ok", "1h", counter.path())));
+    format1_root(&d.root).await;
+    d.spawn();
+    let mut raw = d.raw();
+    let hello = raw.ask(r#"{"op":"hello"}"#);
+    assert_eq!(hello["format"], 2, "{hello}");
+    let status = raw.ask(r#"{"op":"status"}"#);
+    assert_eq!(status["format"], 2, "{status}");
+    let layout = Layout::new(fs::canonicalize(&d.root).unwrap());
+    let ok = SourceId::parse("t/ok").unwrap();
+    assert!(layout.sidecar(&ok).exists() && !layout.legacy_sidecar(&ok).exists());
+}

@@ -1,0 +1,228 @@
+//! The shared single-flight marker `<name>.refreshing`, claimed and
+//! released under fizeau's short lock `<name>.lock` (on-disk format 2).
+//!
+//! The caller holds our flock of the source, so no other discocache process
+//! refreshes it; this adds fizeau: our marker is written only when no live
+//! fizeau marker exists by fizeau's rules, a live one is waited for, and
+//! only our own marker is ever removed. See [`crate::fizeau`].
+
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::{Error, Result};
+use crate::fizeau::dir::TierDir;
+use crate::fizeau::lock::{LockRules, ShortLock};
+use crate::fizeau::marker::{self, Claim, FizeauMarker, Owner};
+use crate::fizeau::{Names, pid_alive};
+use crate::layout::Layout;
+use crate::meta::{Marker, Timestamp};
+use crate::source::SourceId;
+
+/// Pause between looks at a live fizeau marker (no event tells when fizeau
+/// removes it).
+const POLL: Duration = Duration::from_millis(20);
+
+/// Our marker, written; and, when we found a live fizeau marker and waited
+/// for it, the payload as it was then (that refresh's outcome is read from
+/// the payload: one that changed meanwhile is its success).
+#[derive(Debug)]
+pub struct Claimed {
+    /// The marker we wrote.
+    pub marker: Marker,
+    /// The payload when the wait for a fizeau refresh started, if there
+    /// was one.
+    pub waited_since: Option<PayloadStamp>,
+    /// A stale or abandoned marker was replaced: its holder may have left
+    /// temp files.
+    pub replaced: bool,
+}
+
+/// What tells one payload file from the next: mtime, size and inode
+/// (`None` when there is none). Compared, not ordered: file times are
+/// coarser than the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadStamp(Option<(SystemTime, u64, u64)>);
+
+impl PayloadStamp {
+    /// The payload of `id` now.
+    pub fn of(layout: &Layout, id: &SourceId) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(layout.payload(id)).ok();
+        Self(meta.and_then(|m| Some((m.modified().ok()?, m.len(), m.ino()))))
+    }
+}
+
+/// Why the marker could not be claimed.
+#[derive(Debug)]
+pub enum NotClaimed {
+    /// It cannot be written (no space, no inodes, short lock not to be
+    /// had): the refresh is recorded as a failure without running.
+    Unwritable(Error),
+    /// fizeau's refresh outlived the bound of our wait.
+    Timeout(Error),
+}
+
+/// Claims the marker of `id`, whose flock the caller holds, for a refresh
+/// of `deadline`: waits for a live fizeau marker (each until it goes stale
+/// by fizeau's rules, all together at most three of its refreshes' worth),
+/// replaces a stale or abandoned one (killing an abandoned discocache
+/// refresher's process group).
+///
+/// # Errors
+///
+/// [`NotClaimed`].
+pub fn claim(
+    layout: &Layout,
+    id: &SourceId,
+    deadline: Duration,
+) -> std::result::Result<Claimed, NotClaimed> {
+    let unwritable = NotClaimed::Unwritable;
+    let dir = TierDir::open(&layout.tier_dir(id)).map_err(unwritable)?;
+    let names = Names::new(id.name()).map_err(unwritable)?;
+    let token = format!("{:016x}", fastrand::u64(..));
+    let started = Instant::now();
+    let bound = deadline * (2 + 2 * crate::fizeau::STALENESS_MULTIPLIER) + Duration::from_secs(1);
+    let mut waited_since = None;
+    loop {
+        let short = ShortLock::acquire(&dir, &names, &LockRules::default()).map_err(unwritable)?;
+        let found =
+            marker::claim(&short, Timestamp::now(), deadline, &token).map_err(unwritable)?;
+        drop(short);
+        match found {
+            Claim::Claimed { marker, replaced } => {
+                if let Some(old) = replaced.as_ref().and_then(abandoned_discocache) {
+                    old.kill_group();
+                }
+                return Ok(Claimed {
+                    marker: ours(&marker, &token),
+                    waited_since,
+                    replaced: replaced.is_some(),
+                });
+            }
+            Claim::Busy(theirs, _) => {
+                waited_since.get_or_insert_with(|| PayloadStamp::of(layout, id));
+                let until = theirs.stale_at(deadline).map(Timestamp::system_time);
+                wait_while_live(&dir, &names, &theirs, until, deadline);
+                if started.elapsed() > bound {
+                    return Err(NotClaimed::Timeout(Error::Timeout {
+                        id: id.clone(),
+                        waited: started.elapsed(),
+                        holder: u32::try_from(theirs.pid).ok(),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps while `theirs` is still the marker on disk and live, at most
+/// until it goes stale (`until`).
+fn wait_while_live(
+    dir: &TierDir,
+    names: &Names,
+    theirs: &FizeauMarker,
+    until: Option<SystemTime>,
+    deadline: Duration,
+) {
+    loop {
+        if until.is_some_and(|t| SystemTime::now() > t) {
+            return;
+        }
+        match marker::read_marker(dir, &names.marker) {
+            Ok(Some(seen)) if seen.marker == *theirs => {
+                let state = seen.marker.judge(Timestamp::now(), deadline, pid_alive);
+                if !state.is_live() {
+                    return;
+                }
+            }
+            _ => return,
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Our marker as [`Marker`] (the type the rest of the crate reads).
+fn ours(written: &FizeauMarker, token: &str) -> Marker {
+    let now = Timestamp::now();
+    Marker {
+        pid: std::process::id(),
+        started_at: written.started_at.unwrap_or(now),
+        deadline: written.deadline.unwrap_or(now),
+        token: token.to_owned(),
+        pgid: None,
+    }
+}
+
+/// A replaced marker that a discocache process wrote, with what is needed
+/// to kill its refresher's group.
+fn abandoned_discocache(m: &FizeauMarker) -> Option<Marker> {
+    let Owner::Discocache(token) = m.owner() else {
+        return None;
+    };
+    Some(Marker {
+        pid: u32::try_from(m.pid).ok()?,
+        started_at: m.started_at?,
+        deadline: m.deadline?,
+        token: token.to_owned(),
+        pgid: m.pgid,
+    })
+}
+
+/// Removes our marker (the one with `token`) under the short lock; a
+/// marker someone else wrote since is left alone.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the short lock cannot be had or the marker removed.
+pub fn release(layout: &Layout, id: &SourceId, token: &str) -> Result<bool> {
+    let dir = TierDir::open(&layout.tier_dir(id))?;
+    let names = Names::new(id.name())?;
+    let short = ShortLock::acquire(&dir, &names, &LockRules::default())?;
+    let removed = short.remove_marker_if_ours(token)?;
+    short.release()?;
+    Ok(removed)
+}
+
+/// What [`clear_abandoned`] did.
+#[derive(Debug, Default)]
+pub struct Cleared {
+    /// The marker and fizeau's temp file, when removed.
+    pub removed: Vec<std::path::PathBuf>,
+    /// A live fizeau marker was found and left: fizeau is refreshing.
+    pub fizeau_refreshing: bool,
+}
+
+/// Recovery of one source whose flock the caller holds, under the short
+/// lock: removes a marker that is not a live fizeau one (killing an
+/// abandoned discocache refresher's group), and fizeau's `<name>.json.tmp`
+/// once older than `deadline` with no live marker. Markers are judged with
+/// `deadline` as the source's refresh deadline.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the short lock cannot be had or a file read or
+/// removed.
+pub fn clear_abandoned(layout: &Layout, id: &SourceId, deadline: Duration) -> Result<Cleared> {
+    let dir = TierDir::open(&layout.tier_dir(id))?;
+    let names = Names::new(id.name())?;
+    let short = ShortLock::acquire(&dir, &names, &LockRules::default())?;
+    let mut cleared = Cleared::default();
+    if let Some(seen) = short.read_marker()? {
+        let state = seen.marker.judge(Timestamp::now(), deadline, pid_alive);
+        if seen.marker.owner() == Owner::Fizeau && state.is_live() {
+            cleared.fizeau_refreshing = true;
+            return Ok(cleared);
+        }
+        if let Some(old) = abandoned_discocache(&seen.marker) {
+            old.kill_group();
+        }
+        if short.remove_seen_marker(&seen)? {
+            cleared.removed.push(layout.marker(id));
+        }
+    }
+    let now = Timestamp::now();
+    if crate::fizeau::prune::recover_fizeau_tmp(&short, now, deadline, deadline)? {
+        cleared.removed.push(dir.path_of(&names.fizeau_tmp));
+    }
+    short.release()?;
+    Ok(cleared)
+}
