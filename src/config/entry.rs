@@ -43,12 +43,16 @@ impl Checker<'_> {
         let id = self.id(scope, span, &raw.id);
         let policy = self.policy(scope, &raw.policy(), base);
         let refresher = self.refresher(scope, span, raw, policy.as_ref().ok());
+        let shared = self.shared_switch(scope, &raw.shared);
+        let on_down = self.on_down(scope, &raw.on_down);
         let policy = policy?;
         Ok(SourceConfig {
             id: id?,
             policy: policy.policy,
             refresher: refresher?,
             disabled: self.disabled.take(),
+            shared: shared?,
+            on_down: on_down?,
         })
     }
 

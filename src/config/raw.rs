@@ -51,6 +51,8 @@ pub(super) struct RawSource {
     pub pty: Field,
     pub http: Option<Spanned<RawHttp>>,
     pub file: Field,
+    pub shared: Field,
+    pub on_down: Field,
 }
 
 impl RawSource {

@@ -3,6 +3,7 @@
 use super::*;
 use crate::refresher::DEFAULT_MAX_OUTPUT;
 
+mod shared;
 mod source;
 
 fn fake_env(name: &str) -> Option<String> {
