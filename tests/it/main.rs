@@ -18,6 +18,7 @@
 //! - `systemd_credentials`: the API-key drop-in verifies with the units.
 //! - `examples`: the example configs check; each reader reads a filled root.
 //! - `completions`: shell completions (loaded by a real bash) and the man page.
+//! - `shared`: the shared tier's scripts against a real `redis-server`.
 
 // They run the `discocache` binary, which needs the `cli` feature.
 #![cfg(feature = "cli")]
@@ -39,6 +40,8 @@ mod invalidate;
 mod orphans;
 mod progress;
 mod secrets;
+#[cfg(feature = "shared")]
+mod shared;
 mod sidecar;
 mod sources;
 mod systemd_credentials;
