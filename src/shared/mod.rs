@@ -12,16 +12,24 @@
 //! - `keys`: the key names of one namespace.
 //! - `scripts`: the Lua scripts, each run atomically by the server.
 //! - `client`: the connection, its timeouts, reconnect backoff and status.
+//! - `flight`: [`fly`], one refresh across hosts over the operations (the
+//!   seam the refresh path is to call; not called yet).
 //! - `ops`: the typed operations over the scripts and commands.
+//! - `types`: what they take and return.
 //! - `error`: [`SharedError`].
 
 mod client;
 mod error;
+mod flight;
 mod keys;
 mod ops;
 mod scripts;
+mod types;
 
 pub use client::{SharedTier, TierStatus};
 pub use error::SharedError;
+pub use flight::{Flight, Produced, Refused, SharedValidators, fly};
 pub use keys::Keys;
-pub use ops::{Commit, CommitKind, Committed, EpochCheck, Event, Failure, Lease, SharedCopy, Take};
+pub use types::{
+    Commit, CommitKind, Committed, EpochCheck, Event, Failure, Lease, SharedCopy, Take,
+};

@@ -46,8 +46,9 @@ return {'busy', redis.call('PTTL', KEYS[1]), last_id}
 /// KEYS: data, lease, events, fail. ARGV: fence, holder, kind
 /// (`committed` or `not_modified`), fetched_at ms, payload, sha256, etag,
 /// last_modified, source, stream cap. Writes `data` only if `fence` is
-/// higher than the stored one (a `not_modified` keeps the payload and moves
-/// fetched_at), clears the shared backoff, appends the event and releases
+/// higher than the stored one (a `not_modified` keeps the stored payload
+/// and moves fetched_at; it writes the given one only when none is stored,
+/// as on a wiped server), clears the shared backoff, appends the event and releases
 /// the lease if the holder still has it. Returns `{"committed", fence}` or
 /// `{"stale", stored fence}`.
 pub(super) static COMMIT: LazyLock<Script> = LazyLock::new(|| {

@@ -13,6 +13,8 @@ use discocache::{Cache, Source, SourceId};
 
 use crate::helpers::redis::RedisServer;
 
+mod flight;
+
 /// Longest any test waits for something to happen.
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -232,7 +234,7 @@ async fn a_4_mib_payload_round_trips_byte_for_byte() {
     let not_modified = Commit {
         kind: CommitKind::NotModified,
         fetched_at_ms: 1_700_000_999_000,
-        payload: b"",
+        payload: b"what this host had",
         ..commit
     };
     b.commit(&next, &not_modified).await.unwrap();
