@@ -8,7 +8,7 @@ use redis::streams::StreamReadReply;
 
 use super::client::SharedTier;
 use super::error::SharedError;
-use super::scripts::{COMMIT, EPOCH, RECORD_FAILURE, TAKE_LEASE};
+use super::scripts::{COMMIT, EPOCH, RECORD_FAILURE, SEED, TAKE_LEASE};
 use super::types::{
     Commit, CommitKind, Committed, EpochCheck, Event, Failure, Lease, SharedCopy, Take,
 };
@@ -171,6 +171,44 @@ impl SharedTier {
             etag,
             last_modified,
         }))
+    }
+
+    /// Seeds the shared copy of `source` from a local copy (after a new
+    /// epoch): no lease, no upstream call. Returns the fence written, or
+    /// `None` when the store already holds a copy fetched at the same time
+    /// or later (nothing goes backwards).
+    ///
+    /// # Errors
+    ///
+    /// [`SharedError`] when the server cannot be reached or answers oddly.
+    pub async fn seed(
+        &self,
+        source: &SourceId,
+        copy: &Commit<'_>,
+    ) -> Result<Option<u64>, SharedError> {
+        const OP: &str = "seed shared copy";
+        let k = &self.keys;
+        let mut inv = SEED.prepare_invoke();
+        inv.key(k.data(source))
+            .key(k.fence(source))
+            .key(k.events())
+            .arg(copy.fetched_at_ms)
+            .arg(copy.payload)
+            .arg(copy.sha256)
+            .arg(copy.etag.unwrap_or(""))
+            .arg(copy.last_modified.unwrap_or(""))
+            .arg(source.to_string())
+            .arg(EVENTS_CAP);
+        let reply = self.invoke(OP, &inv).await?;
+        let items = array(&reply);
+        match (
+            items.first().and_then(text).as_deref(),
+            items.get(1).and_then(int),
+        ) {
+            (Some("seeded"), Some(fence)) => Ok(Some(unsigned(fence))),
+            (Some("kept"), Some(_)) => Ok(None),
+            _ => Err(self.odd(OP, &reply)),
+        }
     }
 
     /// Reads the epoch, setting a fresh one on a server without (new or

@@ -126,3 +126,28 @@ return {ARGV[1], 1}
 ",
     )
 });
+
+/// Seed the shared copy from a local one (after a new epoch), with no
+/// upstream call and no lease.
+///
+/// KEYS: data, fence, events. ARGV: fetched_at ms, payload, sha256, etag,
+/// last_modified, source, stream cap. Kept (`{"kept", stored fence}`) when
+/// the store already has a copy fetched at the same time or later, so
+/// nothing goes backwards; else written under a fresh fence (`INCR`, so a
+/// holder's older fence cannot overwrite it) and `{"seeded", fence}`.
+pub(super) static SEED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local stored = redis.call('HMGET', KEYS[1], 'fetched_at', 'fence')
+if stored[1] and tonumber(stored[1]) >= tonumber(ARGV[1]) then
+  return {'kept', tonumber(stored[2] or '0')}
+end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'fence', fence, 'fetched_at', ARGV[1], 'payload', ARGV[2],
+  'sha256', ARGV[3], 'etag', ARGV[4], 'last_modified', ARGV[5])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*',
+  'source', ARGV[6], 'fence', fence, 'kind', 'seeded')
+return {'seeded', fence}
+",
+    )
+});

@@ -358,3 +358,36 @@ async fn reading_the_cache_sends_no_command_to_the_shared_tier() {
     assert_eq!(after - before, 1);
     assert_eq!(host.status().commands, sent);
 }
+
+#[tokio::test]
+async fn a_wiped_server_is_reseeded_from_a_local_copy_and_nothing_goes_backwards() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let host = tier(&server);
+    let newer = Commit {
+        fetched_at_ms: 2_000,
+        ..fetched(b"newer")
+    };
+    let older = Commit {
+        fetched_at_ms: 1_000,
+        ..fetched(b"older")
+    };
+    let fence = host.seed(&id(), &newer).await.unwrap().expect("seeded");
+    // Another host seeds its older local copy: kept out.
+    assert_eq!(host.seed(&id(), &older).await.unwrap(), None);
+    let copy = host.read_copy(&id()).await.unwrap().unwrap();
+    assert_eq!(
+        (copy.payload.as_slice(), copy.fence),
+        (&b"newer"[..], fence)
+    );
+    // A holder that leased before the seed cannot overwrite it: the seed
+    // took a fence of its own.
+    let server = server.restart_empty();
+    let host = tier(&server);
+    let lease = leased(&host, DEADLINE).await;
+    let seeded = host.seed(&id(), &newer).await.unwrap().expect("seeded");
+    assert!(seeded > lease.fence);
+    let late = host.commit(&lease, &older).await.unwrap();
+    assert_eq!(late, Committed::Stale(seeded));
+}
