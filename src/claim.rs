@@ -83,6 +83,9 @@ pub fn claim(
     let bound = deadline * (2 + 2 * crate::fizeau::STALENESS_MULTIPLIER) + Duration::from_secs(1);
     let mut waited_since = None;
     loop {
+        // Taken before the marker is judged: a fizeau commit that lands
+        // right after it was judged live still reads as a change.
+        let before = waited_since.is_none().then(|| PayloadStamp::of(layout, id));
         let short = ShortLock::acquire(&dir, &names, &LockRules::default()).map_err(unwritable)?;
         let found =
             marker::claim(&short, Timestamp::now(), deadline, &token).map_err(unwritable)?;
@@ -99,7 +102,9 @@ pub fn claim(
                 });
             }
             Claim::Busy(theirs, _) => {
-                waited_since.get_or_insert_with(|| PayloadStamp::of(layout, id));
+                if let Some(before) = before {
+                    waited_since.get_or_insert(before);
+                }
                 let until = theirs.stale_at(deadline).map(Timestamp::system_time);
                 wait_while_live(&dir, &names, &theirs, until, deadline);
                 if started.elapsed() > bound {

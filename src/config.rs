@@ -12,6 +12,7 @@ mod guard;
 mod paths;
 mod raw;
 mod seed;
+mod shared;
 mod value;
 
 use std::collections::{BTreeSet, HashMap};
@@ -29,6 +30,10 @@ use check::{Base, Checker};
 pub use entry::DEFAULT_MAX_REDIRECTS;
 pub use paths::{default_path, default_root, default_socket};
 use raw::{RawDaemon, RawPolicy, RawSource, decode};
+use shared::RawShared;
+pub use shared::{
+    DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_NAMESPACE, OnDown, SharedSettings,
+};
 
 /// The config shipped inside the binary, used when no file exists.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default_config.toml");
@@ -79,6 +84,11 @@ pub struct SourceConfig {
     /// A JSON file committed as the first payload when the source has
     /// none (`seed = "file.json"`, relative to the config's directory).
     pub seed: Option<PathBuf>,
+    /// Whether it goes through the shared tier when there is one
+    /// (`shared = false` opts out).
+    pub shared: bool,
+    /// Its own `on_down`, over `[shared]`'s.
+    pub on_down: Option<OnDown>,
 }
 
 /// A loaded, validated config.
@@ -93,6 +103,9 @@ pub struct Config {
     pub daemon: DaemonSettings,
     /// Every `[[source]]`, in file order.
     pub sources: Vec<SourceConfig>,
+    /// `[shared]`: the shared tier, if configured (and its URL's variables
+    /// are set).
+    pub shared: Option<SharedSettings>,
     /// Unset `${VAR}`s (their sources are disabled), for [`Config::strict`].
     unset: Vec<Problem>,
 }
@@ -196,11 +209,12 @@ impl Config {
         let mut checker = Checker::new(text, env, base_dir);
         let built = build(&mut checker, doc.into_inner());
         match built {
-            Some((daemon, sources)) if checker.problems.is_empty() => Ok(Self {
+            Some((daemon, sources, shared)) if checker.problems.is_empty() => Ok(Self {
                 origin: origin.to_owned(),
                 file: None,
                 daemon,
                 sources,
+                shared,
                 unset: checker.unset,
             }),
             _ => Err(sorted(origin, checker.problems)),
@@ -279,6 +293,13 @@ impl Config {
     pub fn source(&self, id: &SourceId) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| &s.id == id)
     }
+
+    /// What `source` does while the shared tier is down: its own
+    /// `on_down`, else `[shared]`'s, else `local`.
+    pub fn on_down(&self, source: &SourceConfig) -> OnDown {
+        let tier = self.shared.as_ref().map(|s| s.on_down);
+        source.on_down.or(tier).unwrap_or_default()
+    }
 }
 
 fn sorted(origin: &str, mut problems: Vec<Problem>) -> ConfigError {
@@ -289,22 +310,24 @@ fn sorted(origin: &str, mut problems: Vec<Problem>) -> ConfigError {
     }
 }
 
-/// Splits the document into its three tables and checks each; `None` when
-/// any part failed (the problems are in `checker`).
-fn build(
-    checker: &mut Checker<'_>,
-    doc: DeTable<'_>,
-) -> Option<(DaemonSettings, Vec<SourceConfig>)> {
+/// The checked tables of a document.
+type Built = (DaemonSettings, Vec<SourceConfig>, Option<SharedSettings>);
+
+/// Splits the document into its tables and checks each; `None` when any
+/// part failed (the problems are in `checker`).
+fn build(checker: &mut Checker<'_>, doc: DeTable<'_>) -> Option<Built> {
     let (mut defaults, mut daemon, mut sources) = (None, None, None);
+    let mut shared = None;
     for (key, value) in doc {
         match key.get_ref().as_ref() {
             "defaults" => defaults = Some(value),
             "daemon" => daemon = Some(value),
             "source" => sources = Some(value),
+            "shared" => shared = Some(value),
             other => checker.note(
                 &key.span(),
                 format!(
-                    "unknown key {other:?}: the top level has [defaults], [daemon] and [[source]]"
+                    "unknown key {other:?}: the top level has [defaults], [daemon], [shared] and [[source]]"
                 ),
             ),
         }
@@ -315,8 +338,19 @@ fn build(
     let sources = sources.map_or(Ok(Vec::new()), |v| {
         check_sources(checker, v, base.as_ref().unwrap_or(&fallback))
     });
+    let shared = shared.map_or(Ok(None), |v| check_shared(checker, v));
     base.ok()?;
-    Some((daemon.ok()?, sources.ok()?))
+    Some((daemon.ok()?, sources.ok()?, shared.ok()?))
+}
+
+fn check_shared(
+    checker: &mut Checker<'_>,
+    value: Spanned<DeValue<'_>>,
+) -> Result<Option<SharedSettings>, ()> {
+    let span = value.span();
+    let raw: RawShared =
+        decode(value).map_err(|e| checker.report(&e.span, "[shared]", e.message))?;
+    checker.shared(&span, &raw)
 }
 
 fn check_defaults(checker: &mut Checker<'_>, value: Spanned<DeValue<'_>>) -> Result<Base, ()> {

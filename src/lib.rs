@@ -49,6 +49,8 @@
 //! - `server`: the Unix socket server (connection cap, idle timeout, peer check).
 //! - [`stats`]: counters, persistence and Prometheus metrics.
 //! - `logging`: the one stderr log set-up, with the HTTP client's own logs muted.
+//! - `shared` (feature `shared`, default): the Redis shared tier's client
+//!   and scripts; not yet wired into refreshes (docs/SHARED.md).
 //! - [`error`]: the library's [`Error`].
 
 mod adopt;
@@ -84,6 +86,8 @@ pub mod refresher;
 mod seed;
 #[cfg(feature = "cli")]
 mod server;
+#[cfg(feature = "shared")]
+pub mod shared;
 mod singleflight;
 pub mod source;
 pub mod stats;

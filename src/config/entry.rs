@@ -43,6 +43,8 @@ impl Checker<'_> {
         let id = self.id(scope, span, &raw.id);
         let policy = self.policy(scope, &raw.policy(), base);
         let refresher = self.refresher(scope, span, raw, policy.as_ref().ok());
+        let shared = self.shared_switch(scope, &raw.shared);
+        let on_down = self.on_down(scope, &raw.on_down);
         let (policy, refresher) = (policy?, refresher?);
         let definition = super::definition::hash(raw, &refresher);
         let seed = self.seed(scope, &raw.seed, policy.max_output);
@@ -55,6 +57,8 @@ impl Checker<'_> {
             refresher,
             disabled: self.disabled.take(),
             seed: seed?,
+            shared: shared?,
+            on_down: on_down?,
         })
     }
 

@@ -56,6 +56,8 @@ pub(super) struct RawSource {
     pub http: Option<Spanned<RawHttp>>,
     pub file: Field,
     pub seed: Field,
+    pub shared: Field,
+    pub on_down: Field,
 }
 
 impl RawSource {

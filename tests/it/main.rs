@@ -24,6 +24,7 @@
 //! - `metrics`: `GET /metrics` over HTTP, checked by promtool.
 //! - `offline`: offline switches, forced refreshes refused, seed files.
 //! - `shared_marker`: fizeau's marker and payloads, acted out without Go.
+//! - `shared`: the shared tier's scripts against a real `redis-server`.
 
 // They run the `discocache` binary, which needs the `cli` feature.
 #![cfg(feature = "cli")]
@@ -49,6 +50,8 @@ mod offline;
 mod orphans;
 mod progress;
 mod secrets;
+#[cfg(feature = "shared")]
+mod shared;
 mod shared_marker;
 mod sidecar;
 mod sources;

@@ -4,6 +4,7 @@ use super::*;
 use crate::refresher::DEFAULT_MAX_OUTPUT;
 
 mod guard;
+mod shared;
 mod source;
 
 fn fake_env(name: &str) -> Option<String> {

@@ -7,3 +7,4 @@
 pub mod daemon;
 pub mod fizeau;
 pub mod http;
+pub mod redis;

@@ -1,0 +1,35 @@
+//! The shared tier (docs/SHARED.md): single flight, fencing and backoff
+//! across hosts, on a Redis 7 server (or Valkey).
+//!
+//! Readers never talk to Redis: nothing here is called on the read path.
+//! A refresh on a host with a shared tier takes the lease with
+//! [`SharedTier::take_lease`] (refused while the shared backoff runs),
+//! commits with [`SharedTier::commit`] (refused when a newer fence is
+//! stored), records failures with [`SharedTier::record_failure`], and a host
+//! that did not get the lease waits with [`SharedTier::wait_for`] and copies
+//! the result down with [`SharedTier::read_copy`].
+//!
+//! - `keys`: the key names of one namespace.
+//! - `scripts`: the Lua scripts, each run atomically by the server.
+//! - `client`: the connection, its timeouts, reconnect backoff and status.
+//! - `flight`: [`fly`], one refresh across hosts over the operations (the
+//!   seam the refresh path is to call; not called yet).
+//! - `ops`: the typed operations over the scripts and commands.
+//! - `types`: what they take and return.
+//! - `error`: [`SharedError`].
+
+mod client;
+mod error;
+mod flight;
+mod keys;
+mod ops;
+mod scripts;
+mod types;
+
+pub use client::{SharedTier, TierStatus};
+pub use error::SharedError;
+pub use flight::{Flight, Produced, Refused, SharedValidators, fly};
+pub use keys::Keys;
+pub use types::{
+    Commit, CommitKind, Committed, EpochCheck, Event, Failure, Lease, SharedCopy, Take,
+};
