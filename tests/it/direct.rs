@@ -2,51 +2,24 @@
 //! crash recovery, torn-read freedom, failures, deadlines, bad output and
 //! exit codes.
 
+use crate::helpers::env::{BIN, Env};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_discocache");
-
-/// A temp root, a config, and the binary pointed at them.
-struct Env {
-    dir: tempfile::TempDir,
+/// What the direct-mode tests do with an [`Env`].
+trait DirectCli {
+    fn run(&self, args: &[&str]) -> Output;
+    fn spawn(&self, args: &[&str]) -> Child;
 }
 
-impl Env {
-    fn new(config: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = config.replace("@DIR@", dir.path().to_str().unwrap());
-        fs::write(dir.path().join("config.toml"), config).unwrap();
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.arg("--root")
-            .arg(self.path("root"))
-            .arg("--socket")
-            .arg(self.path("no-daemon.sock"))
-            .arg("--config")
-            .arg(self.path("config.toml"))
-            .arg("--no-daemon")
-            .args(args)
-            .env_remove("DISCOCACHE_LOG")
-            .stdin(Stdio::null());
-        c
-    }
-
+impl DirectCli for Env {
     fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
     }
-
     fn spawn(&self, args: &[&str]) -> Child {
         self.cmd(args)
             .stdout(Stdio::piped())

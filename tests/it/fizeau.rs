@@ -7,6 +7,7 @@
 //! issue 12) makes true: fizeau's Refresh after ours, its Prune leaving
 //! our files, a stale fizeau lock, and a fizeau commit seen by the daemon.
 
+use crate::helpers::env::Env;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,45 +19,14 @@ use serde_json::Value;
 use crate::helpers::daemon::eventually;
 use crate::helpers::fizeau::{Fizeau, driver};
 
-const BIN: &str = env!("CARGO_BIN_EXE_discocache");
-
-/// A temp dir with a root and a config whose `@DIR@` is that dir.
-struct Env {
-    dir: tempfile::TempDir,
+/// What the interop tests do with an [`Env`].
+trait FizeauCli {
+    fn run(&self, args: &[&str]) -> Output;
+    fn spawn(&self, args: &[&str]) -> Child;
+    fn fizeau(&self, bin: &'static Path, id: &str) -> Fizeau;
 }
 
-impl Env {
-    fn new(config: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = config.replace("@DIR@", dir.path().to_str().unwrap());
-        fs::write(dir.path().join("config.toml"), config).unwrap();
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn root(&self) -> PathBuf {
-        self.path("root")
-    }
-
-    /// The CLI in direct mode on this root and config.
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.arg("--root")
-            .arg(self.root())
-            .arg("--socket")
-            .arg(self.path("no-daemon.sock"))
-            .arg("--config")
-            .arg(self.path("config.toml"))
-            .arg("--no-daemon")
-            .args(args)
-            .env_remove("DISCOCACHE_LOG")
-            .stdin(Stdio::null());
-        c
-    }
-
+impl FizeauCli for Env {
     fn run(&self, args: &[&str]) -> Output {
         let out = self.cmd(args).output().unwrap();
         assert!(
@@ -66,7 +36,6 @@ impl Env {
         );
         out
     }
-
     fn spawn(&self, args: &[&str]) -> Child {
         self.cmd(args)
             .stdout(Stdio::piped())
@@ -74,7 +43,6 @@ impl Env {
             .spawn()
             .unwrap()
     }
-
     fn fizeau(&self, bin: &'static Path, id: &str) -> Fizeau {
         Fizeau::new(bin, &self.root(), id)
     }

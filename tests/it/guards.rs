@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::helpers::daemon::{TestDaemon, config, toml_str};
+use crate::helpers::env::Env;
 
 /// A source that prints the file `payload.json` of the daemon's temp dir.
 fn daemon_printing_a_file() -> (TestDaemon, std::path::PathBuf) {
@@ -77,41 +78,15 @@ fn empty_or_shrunken_payloads_are_refused_unless_forced() {
     assert_eq!(get(&d, "never")["data"], json!({}));
 }
 
-/// `discocache --no-daemon` on a temp root with `config`.
-struct Direct {
-    dir: tempfile::TempDir,
+/// What the guard tests do with an [`Env`].
+trait GuardCli {
+    fn stdout(&self, args: &[&str]) -> String;
 }
 
-impl Direct {
-    fn new(config: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = config.replace("@DIR@", dir.path().to_str().expect("utf-8 path"));
-        std::fs::write(dir.path().join("config.toml"), config).expect("write config");
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> std::path::PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_discocache"))
-            .arg("--root")
-            .arg(self.path("root"))
-            .arg("--socket")
-            .arg(self.path("no-daemon.sock"))
-            .arg("--config")
-            .arg(self.path("config.toml"))
-            .arg("--no-daemon")
-            .args(args)
-            .env_remove("DISCOCACHE_LOG")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run discocache")
-    }
-
+impl GuardCli for Env {
+    /// The stdout of a direct-mode command that must succeed.
     fn stdout(&self, args: &[&str]) -> String {
-        let out = self.run(args);
+        let out = self.cmd(args).output().expect("run discocache");
         assert!(out.status.success(), "{args:?}: {out:?}");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
@@ -119,7 +94,7 @@ impl Direct {
 
 #[test]
 fn direct_wait_if_stale_refuses_an_empty_payload_and_force_takes_it() {
-    let env = Direct::new(
+    let env = Env::new(
         "[[source]]\nid = \"t/x\"\nttl = \"1h\"\ncommand = [\"cat\", \"@DIR@/payload.json\"]\n",
     );
     std::fs::write(env.path("payload.json"), "[1,2,3]").unwrap();
@@ -147,10 +122,13 @@ fn direct_wait_if_stale_refuses_an_empty_payload_and_force_takes_it() {
 
 #[test]
 fn config_check_names_bad_guard_values() {
-    let env = Direct::new(
+    let env = Env::new(
         "[defaults]\nguard = { max_shrink = 2 }\n\n[[source]]\nid = \"t/x\"\ncommand = [\"true\"]\nguard = { min_bytes = \"big\" }\n",
     );
-    let out = env.run(&["config", "check"]);
+    let out = env
+        .cmd(&["config", "check"])
+        .output()
+        .expect("run discocache");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -161,10 +139,13 @@ fn config_check_names_bad_guard_values() {
         err.contains(":7: source \"t/x\": guard.min_bytes \"big\""),
         "{err}"
     );
-    let good = Direct::new(
+    let good = Env::new(
         "[defaults]\nguard = { max_shrink = 0.5 }\n\n[[source]]\nid = \"t/x\"\ncommand = [\"true\"]\nguard = { min_bytes = 100, max_shrink = 1 }\n",
     );
-    let out = good.run(&["config", "check"]);
+    let out = good
+        .cmd(&["config", "check"])
+        .output()
+        .expect("run discocache");
     assert!(out.status.success(), "{out:?}");
 }
 

@@ -2,10 +2,11 @@
 //! directories owned by another user. Nothing outside the root is read,
 //! written, chmodded, timestamped or deleted; nothing hangs.
 
+use crate::helpers::env::Env;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use discocache::{Cache, Error, Source};
@@ -13,43 +14,28 @@ use serde_json::json;
 
 use crate::helpers::daemon::{TestDaemon, config};
 
-const BIN: &str = env!("CARGO_BIN_EXE_discocache");
-
 /// How long a command that must not hang may take.
 const PROMPT: Duration = Duration::from_secs(10);
 
-/// A temp dir holding the root, an outside directory and a config.
-struct Env {
-    dir: tempfile::TempDir,
+/// A temp dir holding the root (made), an outside directory and a config
+/// of `sources`; `@DIR@` is replaced with the temp dir.
+fn hostile_env(sources: &str) -> Env {
+    let env = Env::new(&config(sources));
+    fs::create_dir_all(env.root()).unwrap();
+    env
 }
 
-impl Env {
-    /// `sources` is the config body; `@DIR@` is replaced with the temp dir.
-    fn new(sources: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let text = config(sources).replace("@DIR@", dir.path().to_str().unwrap());
-        fs::write(dir.path().join("config.toml"), text).unwrap();
-        fs::create_dir_all(dir.path().join("root")).unwrap();
-        Self { dir }
-    }
+/// What the hostile-file tests do with an [`Env`].
+trait HostileCli {
+    fn run(&self, args: &[&str]) -> Output;
+    fn daemon(&self) -> TestDaemon;
+}
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
+impl HostileCli for Env {
     /// The CLI in direct mode, killed (and the test failed) past [`PROMPT`].
     fn run(&self, args: &[&str]) -> Output {
-        let child = Command::new(BIN)
-            .arg("--root")
-            .arg(self.path("root"))
-            .arg("--socket")
-            .arg(self.path("no-daemon.sock"))
-            .arg("--config")
-            .arg(self.path("config.toml"))
-            .arg("--no-daemon")
-            .args(args)
-            .env_remove("DISCOCACHE_LOG")
-            .stdin(Stdio::null())
+        let child = self
+            .cmd(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -146,7 +132,7 @@ fn assert_untouched(out: &Path) {
 
 #[test]
 fn tier_symlinked_outside_is_never_served_written_chmodded_or_pruned() {
-    let env = Env::new(&file_source("t/x"));
+    let env = hostile_env(&file_source("t/x"));
     fs::write(env.path("data.json"), b"[\"inside\"]").unwrap();
     let out = outside(&env);
     symlink(&out, env.path("root/t")).unwrap();
@@ -181,7 +167,7 @@ fn tier_symlinked_outside_is_never_served_written_chmodded_or_pruned() {
 
 #[test]
 fn lock_symlink_creates_nothing_outside() {
-    let env = Env::new(&file_source("t/x"));
+    let env = hostile_env(&file_source("t/x"));
     fs::write(env.path("data.json"), b"[\"inside\"]").unwrap();
     fs::create_dir_all(env.path("root/t/.discocache")).unwrap();
     let target = env.path("created-outside");
@@ -199,7 +185,7 @@ fn lock_symlink_creates_nothing_outside() {
 
 #[test]
 fn payload_symlink_target_is_not_timestamped_by_invalidate() {
-    let env = Env::new(&file_source("t/x"));
+    let env = hostile_env(&file_source("t/x"));
     fs::write(env.path("data.json"), b"[\"inside\"]").unwrap();
     // A fresh target, so that an invalidation would have something to do.
     let target = env.path("fresh.json");
@@ -226,7 +212,7 @@ fn payload_symlink_target_is_not_timestamped_by_invalidate() {
 #[test]
 fn fifos_at_payload_sidecar_and_stats_do_not_hang_anything() {
     let sources = format!("{}{}", file_source("t/x"), file_source("t/y"));
-    let env = Env::new(&sources);
+    let env = hostile_env(&sources);
     fs::write(env.path("data.json"), b"[\"inside\"]").unwrap();
     fs::create_dir_all(env.path("root/t/.discocache")).unwrap();
     fs::create_dir_all(env.path("root/.discocache/state")).unwrap();
@@ -275,7 +261,7 @@ fn fifos_at_payload_sidecar_and_stats_do_not_hang_anything() {
 #[test]
 fn sparse_payload_over_max_output_is_refused_without_reading_it() {
     let source = "[[source]]\nid = \"t/big\"\nttl = \"1h\"\nmax_output = \"1MiB\"\nfile = \"@DIR@/data.json\"\n\n";
-    let env = Env::new(source);
+    let env = hostile_env(source);
     fs::create_dir(env.path("root/t")).unwrap();
     let big = fs::File::create(env.path("root/t/big.json")).unwrap();
     big.set_len(2 << 30).unwrap();
@@ -311,7 +297,7 @@ async fn sparse_payload_over_max_output_is_refused_by_the_library() {
 #[test]
 fn fifo_file_source_is_refused_at_once() {
     let source = "[[source]]\nid = \"t/x\"\nttl = \"1h\"\nfile = \"@DIR@/pipe.json\"\n\n";
-    let env = Env::new(source);
+    let env = hostile_env(source);
     nix::unistd::mkfifo(&env.path("pipe.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
     let started = Instant::now();
     let refresh = env.run(&["refresh", "t/x"]);
@@ -343,7 +329,7 @@ fn root_owned_by_another_user_is_refused_even_as_root() {
     if !as_root("root_owned_by_another_user_is_refused_even_as_root") {
         return;
     }
-    let env = Env::new(&file_source("t/x"));
+    let env = hostile_env(&file_source("t/x"));
     let root = env.path("root");
     fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
     chown_nobody(&root);

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod env;
 pub mod fizeau;
 pub mod http;
 pub mod redis;
