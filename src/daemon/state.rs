@@ -14,7 +14,7 @@ use super::configured::{Configured, InForce};
 use super::events::changes;
 pub(crate) use super::mutex::lock;
 use super::registry::Registry;
-use super::view::{Held, Look, Snapshot, Stamp, View};
+use super::view::{Held, Look, Served, Stamp, View};
 use crate::cache::{Cache, Source};
 use crate::config::{Config, SourceConfig};
 use crate::error::{Error, Result};
@@ -141,7 +141,7 @@ impl Daemon {
     /// What a `get` serves of a source now: its payload (held, or read
     /// again when its stamp changed) and its refresh state. `Ok(None)` when
     /// it has no payload. Costs one `stat` when the held payload is current.
-    pub async fn snapshot(&self, sc: &SourceConfig) -> Result<Option<Snapshot>> {
+    pub async fn snapshot(&self, sc: &SourceConfig) -> Result<Option<Served>> {
         let layout = self.cache.layout();
         let Some(stamp) = Stamp::probe(&layout.payload(&sc.id))? else {
             return Ok(None);
@@ -155,7 +155,7 @@ impl Daemon {
         };
         let (attempts, marker) = self.view.record_of(&sc.id).unwrap_or_default();
         let state = self.cache.state_of(&sc.id, &attempts, marker.as_ref());
-        Ok(Some(Snapshot::new(held, &sc.policy, state)))
+        Ok(Some(Served::new(held, &sc.policy, state)))
     }
 
     /// Reads a source's payload with a fresh look at its sidecar (so that
