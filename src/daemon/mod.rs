@@ -18,6 +18,7 @@ mod metrics;
 mod mutex;
 mod notify;
 mod ops;
+mod permits;
 mod queue;
 mod reconcile;
 mod registry;
