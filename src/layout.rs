@@ -158,6 +158,11 @@ impl Layout {
 /// The suffix of every temp file.
 pub const TEMP_SUFFIX: &str = TEMP;
 
+/// True for a temp file name of this source.
+pub fn is_temp_of(file_name: &str, id: &SourceId) -> bool {
+    file_name.starts_with(&Layout::temp_prefix(id)) && file_name.ends_with(TEMP_SUFFIX)
+}
+
 /// Recognises a file name inside a tier directory: the source name it belongs
 /// to and its kind (payload, marker, temp file). Anything that does not
 /// match the layout exactly is `None` and is never touched by prune or

@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use crate::beneath::{self, Dir};
 use crate::claim;
 use crate::error::{Error, Result};
-use crate::layout::{self, FileKind, Layout};
+use crate::layout::{self, FileKind, Layout, is_temp_of};
 use crate::lock::SourceLock;
-use crate::refresh::is_temp_of;
 use crate::source::SourceId;
 use crate::store;
 

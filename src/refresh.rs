@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::backoff;
 use crate::claim::{self, NotClaimed};
 use crate::error::{Error, Result};
-use crate::layout::{Layout, TEMP_SUFFIX};
+use crate::layout::Layout;
 use crate::lock::SourceLock;
 use crate::meta::{Damage, Marker, Meta, Sidecar, Timestamp};
 use crate::prune;
@@ -546,11 +546,6 @@ pub fn outcome_since(
         message: now.last_error.clone().unwrap_or_default(),
         joined: true,
     }))
-}
-
-/// True for a temp file name of this source.
-pub fn is_temp_of(file_name: &str, id: &SourceId) -> bool {
-    file_name.starts_with(&Layout::temp_prefix(id)) && file_name.ends_with(TEMP_SUFFIX)
 }
 
 #[cfg(test)]

@@ -160,7 +160,7 @@ struct Persisted {
 }
 
 #[derive(Debug)]
-struct Inner {
+struct Counts {
     seeding: bool,
     keys_by_tier: BTreeMap<String, u64>,
     last_reconciled_at: Option<SystemTime>,
@@ -174,7 +174,7 @@ struct Inner {
 #[derive(Debug)]
 pub struct Stats {
     path: PathBuf,
-    inner: Mutex<Inner>,
+    inner: Mutex<Counts>,
 }
 
 impl Stats {
@@ -203,7 +203,7 @@ impl Stats {
     fn with_counters(path: PathBuf, sources: BTreeMap<SourceId, Counters>) -> Self {
         Self {
             path,
-            inner: Mutex::new(Inner {
+            inner: Mutex::new(Counts {
                 seeding: true,
                 keys_by_tier: BTreeMap::new(),
                 last_reconciled_at: None,
@@ -214,7 +214,7 @@ impl Stats {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -269,6 +269,26 @@ impl Stats {
         }
     }
 
+    /// [`Stats::snapshot`] without the per-source counters (cheap with
+    /// many sources; read them one at a time with [`Stats::counters`]).
+    pub fn head(&self) -> Snapshot {
+        let inner = self.lock();
+        Snapshot {
+            status: status_of(&inner),
+            keys_total: inner.keys_by_tier.values().sum(),
+            keys_by_tier: inner.keys_by_tier.clone(),
+            last_reconciled_at: inner.last_reconciled_at.map(timestamp),
+            last_duration_ms: inner.last_duration.map(millis),
+            last_error: inner.last_error.clone(),
+            sources: BTreeMap::new(),
+        }
+    }
+
+    /// One source's counters; zeros when it was never counted.
+    pub fn counters(&self, id: &SourceId) -> Counters {
+        self.lock().sources.get(id).cloned().unwrap_or_default()
+    }
+
     /// A copy of everything.
     pub fn snapshot(&self) -> Snapshot {
         let inner = self.lock();
@@ -303,7 +323,7 @@ impl Stats {
     }
 }
 
-fn status_of(inner: &Inner) -> Status {
+fn status_of(inner: &Counts) -> Status {
     if inner.last_error.is_some() {
         Status::Error
     } else if inner.seeding {

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 
 use super::state::{Daemon, blocking};
 use super::view::Stamp;
+use crate::config::Config;
 use crate::freshness;
 use crate::stats::metrics::{self, SourceGauge};
 
@@ -35,13 +36,19 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// configured source (one `stat` each, on a blocking thread).
 pub(crate) async fn text(d: &Arc<Daemon>) -> String {
     let d = Arc::clone(d);
-    let rendered = blocking(move || Ok(metrics::render(&d.stats.snapshot(), &gauges(&d)))).await;
+    let rendered = blocking(move || {
+        let config = d.config();
+        let gauges = gauges(&d, &config);
+        Ok(metrics::render_with(&d.stats.head(), &gauges, |id| {
+            d.stats.counters(id)
+        }))
+    })
+    .await;
     rendered.unwrap_or_else(|e| format!("# cannot render the metrics: {e}\n"))
 }
 
 /// The gauges of every configured source.
-fn gauges(d: &Daemon) -> Vec<SourceGauge> {
-    let config = d.config();
+fn gauges<'a>(d: &Daemon, config: &'a Config) -> Vec<SourceGauge<'a>> {
     let layout = d.cache.layout();
     let now = SystemTime::now();
     config
@@ -54,7 +61,7 @@ fn gauges(d: &Daemon) -> Vec<SourceGauge> {
             });
             let judged = modified.map(|m| freshness::judge(m, None, now, &sc.policy));
             SourceGauge {
-                id: sc.id.clone(),
+                id: &sc.id,
                 age: judged.as_ref().map(|j| j.age),
                 fresh: judged.is_some_and(|j| j.fresh()),
             }

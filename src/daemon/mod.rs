@@ -18,6 +18,7 @@ mod metrics;
 mod mutex;
 mod notify;
 mod ops;
+mod permits;
 mod queue;
 mod reconcile;
 mod registry;
@@ -71,24 +72,24 @@ pub struct ServeOptions {
 /// When the daemon cannot start: the config does not load (every problem
 /// with its line), the root cannot be created, another daemon already
 /// serves on the socket, or the socket cannot be bound.
-pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
+pub fn run(mut opts: ServeOptions) -> anyhow::Result<()> {
     init_logging();
-    // Worker threads: tokio's default, one per core. Blocking threads: at
-    // most `max_concurrent_refreshes` of them (4 by default) are held long
-    // (an HTTP fetch, a wait on another process's lock); everything else on
-    // the pool is file work of microseconds to milliseconds (reads, looks,
-    // commits). 32 leaves that short work threads to spare beside the long
-    // holds, while a burst (many clients, 10,000 sources looked at) queues
-    // for a thread instead of growing the pool to hundreds of threads, each
-    // with its stack and malloc arena.
-    const MAX_BLOCKING_THREADS: usize = 32;
+    // Made absolute once, so that the watcher sees the file a relative
+    // `--config` names, and a reload reads the same file.
+    if let Some(file) = opts.config.take() {
+        let absolute = std::path::absolute(&file)
+            .with_context(|| format!("resolve the config path {}", file.display()))?;
+        opts.config = Some(absolute);
+    }
+    let config =
+        reload::resolve(opts.config.as_deref()).map_err(|e| anyhow::anyhow!("{}", e.render()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .max_blocking_threads(blocking_threads(&config))
         .enable_all()
         .thread_name("discocache")
         .build()
         .context("start the async runtime")?;
-    let served = runtime.block_on(serve(opts));
+    let served = runtime.block_on(serve(opts, config));
     // Drops every task still running: refreshers are killed, locks released.
     runtime.shutdown_timeout(ABORT_WAIT);
     let stopped = served?;
@@ -104,6 +105,22 @@ fn init_logging() {
     crate::logging::init("info");
 }
 
+/// Blocking threads beside the refreshes' own, for the short file work.
+const SHORT_WORK_THREADS: usize = 4;
+
+/// The most blocking threads. At most `max_concurrent_refreshes` of them
+/// (4 by default) are held long (an HTTP fetch); everything else on the
+/// pool is file work of microseconds to milliseconds (reads, looks,
+/// commits, `status`), which [`SHORT_WORK_THREADS`] more threads keep
+/// moving. A burst (many clients, 100,000 sources seeded) queues for a
+/// thread instead of growing the pool: every thread costs a stack and, as
+/// it allocates, a malloc arena that keeps what it once held. A reload that
+/// raises `max_concurrent_refreshes` does not grow the pool: the extra
+/// refreshes wait for a thread.
+fn blocking_threads(config: &crate::config::Config) -> usize {
+    config.daemon.max_concurrent_refreshes + SHORT_WORK_THREADS
+}
+
 /// What is left to do once the runtime is gone.
 struct Stopped {
     daemon: Arc<Daemon>,
@@ -112,16 +129,7 @@ struct Stopped {
 
 /// Starts everything, serves until the shutdown signal, and waits for
 /// in-flight work up to the grace.
-async fn serve(mut opts: ServeOptions) -> anyhow::Result<Stopped> {
-    // Made absolute once, so that the watcher sees the file a relative
-    // `--config` names, and a reload reads the same file.
-    if let Some(file) = opts.config.take() {
-        let absolute = std::path::absolute(&file)
-            .with_context(|| format!("resolve the config path {}", file.display()))?;
-        opts.config = Some(absolute);
-    }
-    let config =
-        reload::resolve(opts.config.as_deref()).map_err(|e| anyhow::anyhow!("{}", e.render()))?;
+async fn serve(opts: ServeOptions, config: crate::config::Config) -> anyhow::Result<Stopped> {
     let cache = Cache::open(&opts.root)
         .with_context(|| format!("open the cache root {}", opts.root.display()))?;
     let c = cache.clone();

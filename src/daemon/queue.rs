@@ -24,7 +24,7 @@ enum State {
 
 /// One source's entry.
 #[derive(Debug, Clone)]
-struct Slot {
+struct Scheduled {
     state: State,
     /// No look before this (the pause after an attempt).
     rest_until: Instant,
@@ -47,7 +47,7 @@ pub(crate) struct Timing {
 
 /// A source to look at: its id, jitter and timing.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Look {
+pub(crate) struct Pending {
     /// The source.
     pub id: SourceId,
     /// Its current jitter factor.
@@ -59,7 +59,7 @@ pub(crate) struct Look {
 /// Every kept source, ordered by when to look at it next.
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
-    slots: HashMap<SourceId, Slot>,
+    slots: HashMap<SourceId, Scheduled>,
     timeline: BTreeSet<(Instant, SourceId)>,
     ready: VecDeque<SourceId>,
 }
@@ -78,7 +78,7 @@ impl Queue {
     /// Starts keeping a source: it is looked at `now`.
     pub fn insert(&mut self, id: SourceId, timing: Timing, jitter: f64, now: Instant) {
         self.remove(&id);
-        let slot = Slot {
+        let slot = Scheduled {
             state: State::Waiting(now),
             rest_until: now,
             jitter,
@@ -133,7 +133,7 @@ impl Queue {
     }
 
     /// Takes up to `max` sources whose time to be looked at has come.
-    pub fn take_due(&mut self, now: Instant, max: usize) -> Vec<Look> {
+    pub fn take_due(&mut self, now: Instant, max: usize) -> Vec<Pending> {
         let mut taken = Vec::new();
         while taken.len() < max {
             let Some((at, _)) = self.timeline.first() else {
@@ -147,7 +147,7 @@ impl Queue {
             };
             if let Some(slot) = self.slots.get_mut(&id) {
                 slot.state = State::Looking { again: false };
-                taken.push(Look {
+                taken.push(Pending {
                     id,
                     jitter: slot.jitter,
                     timing: slot.policy,
@@ -189,7 +189,7 @@ impl Queue {
     }
 
     /// The next ready source, now running.
-    pub fn start_next(&mut self) -> Option<Look> {
+    pub fn start_next(&mut self) -> Option<Pending> {
         while let Some(id) = self.ready.pop_front() {
             let Some(slot) = self.slots.get_mut(&id) else {
                 continue;
@@ -198,7 +198,7 @@ impl Queue {
                 continue;
             }
             slot.state = State::Running;
-            return Some(Look {
+            return Some(Pending {
                 id,
                 jitter: slot.jitter,
                 timing: slot.policy,
@@ -244,7 +244,7 @@ mod tests {
         }
     }
 
-    fn ids(looks: &[Look]) -> Vec<String> {
+    fn ids(looks: &[Pending]) -> Vec<String> {
         looks.iter().map(|l| l.id.to_string()).collect()
     }
 

@@ -6,15 +6,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::sync::{OwnedSemaphorePermit, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::configured::{Configured, InForce};
 use super::events::changes;
 pub(crate) use super::mutex::lock;
+use super::permits::Permits;
 use super::registry::Registry;
-use super::view::{Held, Look, Snapshot, Stamp, View};
+use super::view::{Held, Look, Served, Stamp, View};
 use crate::cache::{Cache, Source};
 use crate::config::{Config, SourceConfig};
 use crate::error::{Error, Result};
@@ -36,8 +37,7 @@ pub(crate) struct Daemon {
     config: RwLock<Arc<InForce>>,
     /// Why the config file last failed to load, until a load succeeds.
     pub config_error: Mutex<Option<String>>,
-    permits: Arc<Semaphore>,
-    permits_total: Mutex<usize>,
+    permits: Permits,
     pub events: broadcast::Sender<Event>,
     pub view: View,
     /// Sources with no data at start that have not had a first attempt.
@@ -73,8 +73,7 @@ impl Daemon {
             explicit_config: explicit,
             config: RwLock::new(Arc::new(InForce::new(config))),
             config_error: Mutex::new(None),
-            permits: Arc::new(Semaphore::new(permits)),
-            permits_total: Mutex::new(permits),
+            permits: Permits::new(permits),
             events: broadcast::channel(EVENT_BACKLOG).0,
             view,
             seeding: Mutex::default(),
@@ -108,15 +107,7 @@ impl Daemon {
         let want = config.daemon.max_concurrent_refreshes;
         *self.config.write().unwrap_or_else(PoisonError::into_inner) =
             Arc::new(InForce::new(config));
-        let mut total = lock(&self.permits_total);
-        if want > *total {
-            self.permits.add_permits(want - *total);
-            *total = want;
-        } else if want < *total {
-            // Permits held now cannot be forgotten: the pool shrinks by what
-            // is free, and by the rest at the next reload.
-            *total -= self.permits.forget_permits(*total - want);
-        }
+        self.permits.resize(want);
     }
 
     /// The most payload bytes `id` may have (its `max_output`; the default
@@ -141,7 +132,7 @@ impl Daemon {
     /// What a `get` serves of a source now: its payload (held, or read
     /// again when its stamp changed) and its refresh state. `Ok(None)` when
     /// it has no payload. Costs one `stat` when the held payload is current.
-    pub async fn snapshot(&self, sc: &SourceConfig) -> Result<Option<Snapshot>> {
+    pub async fn snapshot(&self, sc: &SourceConfig) -> Result<Option<Served>> {
         let layout = self.cache.layout();
         let Some(stamp) = Stamp::probe(&layout.payload(&sc.id))? else {
             return Ok(None);
@@ -155,7 +146,7 @@ impl Daemon {
         };
         let (attempts, marker) = self.view.record_of(&sc.id).unwrap_or_default();
         let state = self.cache.state_of(&sc.id, &attempts, marker.as_ref());
-        Ok(Some(Snapshot::new(held, &sc.policy, state)))
+        Ok(Some(Served::new(held, &sc.policy, state)))
     }
 
     /// Reads a source's payload with a fresh look at its sidecar (so that
@@ -218,10 +209,7 @@ impl Daemon {
 
     /// A refresh permit; waits while `max_concurrent_refreshes` run.
     pub async fn permit(&self) -> Result<OwnedSemaphorePermit> {
-        Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Internal("the refresh permits were closed".into()))
+        self.permits.acquire().await
     }
 
     /// Refreshes with the permit already taken.

@@ -152,7 +152,7 @@ fn corrupt(path: &Path, reason: String) -> Error {
 /// What a `get` serves of a source: its payload, how old it is, and its
 /// refresh state.
 #[derive(Debug)]
-pub(crate) struct Snapshot {
+pub(crate) struct Served {
     pub held: Arc<Held>,
     pub age: Duration,
     /// Younger than its ttl.
@@ -166,7 +166,7 @@ pub(crate) struct Snapshot {
     pub state: RefreshState,
 }
 
-impl Snapshot {
+impl Served {
     /// Ages `held` by the clock, under `policy`.
     pub fn new(held: Arc<Held>, policy: &Policy, state: RefreshState) -> Self {
         let judged = freshness::judge(held.modified, None, SystemTime::now(), policy)
@@ -219,7 +219,7 @@ impl Look {
 }
 
 #[derive(Debug, Default)]
-struct Slot {
+struct Kept {
     look: Look,
     held: Option<Arc<Held>>,
 }
@@ -232,7 +232,7 @@ pub(crate) struct View {
 
 #[derive(Debug, Default)]
 struct Slots {
-    by_id: HashMap<SourceId, Slot>,
+    by_id: HashMap<SourceId, Kept>,
     /// The bytes of every held payload, at most [`HOLD_BUDGET`].
     held_bytes: u64,
     /// How many sources have a payload, by tier, kept as looks are
@@ -275,9 +275,9 @@ impl View {
             if look.payload {
                 slots.count_key(id, true);
             }
-            let slot = Slot {
+            let slot = Kept {
                 look,
-                ..Slot::default()
+                ..Kept::default()
             };
             slots.by_id.insert(id.clone(), slot);
             return None;

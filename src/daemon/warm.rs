@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::configured::Configured;
 use super::mutex::lock;
-use super::queue::{Look, Queue, Timing};
+use super::queue::{Pending, Queue, Timing};
 use super::registry::draw_jitter;
 use super::state::{Daemon, blocking};
 use crate::cache::Cache;
@@ -121,7 +121,7 @@ async fn schedule(daemon: Arc<Daemon>) {
 }
 
 /// Reads the due times of a batch and files each source: due, or waiting.
-async fn examine(daemon: &Daemon, looks: Vec<Look>) {
+async fn examine(daemon: &Daemon, looks: Vec<Pending>) {
     let dues = due_times(daemon, looks).await;
     let now = Instant::now();
     let resting: Vec<SourceId> = {
@@ -153,7 +153,7 @@ fn start_next(daemon: &Arc<Daemon>, permit: OwnedSemaphorePermit) {
 
 /// One attempt under its permit: re-check that the source is still due
 /// (someone else may have refreshed it meanwhile), refresh, then rest.
-async fn attempt(daemon: Arc<Daemon>, sc: Configured, look: Look, permit: OwnedSemaphorePermit) {
+async fn attempt(daemon: Arc<Daemon>, sc: Configured, look: Pending, permit: OwnedSemaphorePermit) {
     let recheck = due_times(&daemon, vec![look]).await;
     let due = recheck.first().and_then(|(_, due)| *due);
     let due_now = due.is_some_and(|due| due <= Instant::now());
@@ -183,7 +183,7 @@ async fn attempt(daemon: Arc<Daemon>, sc: Configured, look: Look, permit: OwnedS
 
 /// The due time of every source of a batch, in one blocking call: `None`
 /// for a source whose state cannot be read (logged).
-async fn due_times(daemon: &Daemon, looks: Vec<Look>) -> Vec<(SourceId, Option<Instant>)> {
+async fn due_times(daemon: &Daemon, looks: Vec<Pending>) -> Vec<(SourceId, Option<Instant>)> {
     let ahead = daemon.config().daemon.refresh_ahead;
     let ids: Vec<SourceId> = looks.iter().map(|l| l.id.clone()).collect();
     let cache = daemon.cache.clone();
@@ -213,7 +213,7 @@ async fn due_times(daemon: &Daemon, looks: Vec<Look>) -> Vec<(SourceId, Option<I
 }
 
 /// When one source is due, from its payload's mtime and its sidecar.
-fn due_of(cache: &Cache, look: &Look, ahead: f64) -> crate::Result<SystemTime> {
+fn due_of(cache: &Cache, look: &Pending, ahead: f64) -> crate::Result<SystemTime> {
     let ahead = (ahead * look.jitter).min(1.0);
     let modified = std::fs::metadata(cache.layout().payload(&look.id))
         .and_then(|m| m.modified())

@@ -50,14 +50,14 @@ fn chunked(parts: &[&str]) -> Answer {
     Answer::Chunks(rx)
 }
 
-struct Running {
+struct Serving {
     _dir: tempfile::TempDir,
     path: std::path::PathBuf,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
 
-fn start(limits: Limits) -> Running {
+fn start(limits: Limits) -> Serving {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.sock");
     let listener = UnixListener::bind(&path).expect("bind");
@@ -72,7 +72,7 @@ fn start(limits: Limits) -> Running {
         shutdown.clone(),
         tracker.clone(),
     ));
-    Running {
+    Serving {
         _dir: dir,
         path,
         shutdown,

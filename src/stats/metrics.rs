@@ -4,7 +4,7 @@
 //! sources configured now are shown: a source removed from the config (or
 //! pruned) leaves the output, and no request can add one.
 
-use std::fmt::Write;
+use std::fmt::{self, Display, Write};
 use std::time::Duration;
 
 use super::{Counters, Snapshot, Status};
@@ -12,9 +12,9 @@ use crate::source::SourceId;
 
 /// What the metrics show of one configured source besides its counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceGauge {
+pub struct SourceGauge<'a> {
     /// The source.
-    pub id: SourceId,
+    pub id: &'a SourceId,
     /// How long ago its payload was fetched; `None` when it has none.
     pub age: Option<Duration>,
     /// Whether its payload is fresh (within its ttl).
@@ -24,10 +24,31 @@ pub struct SourceGauge {
 /// An outcome label and how to read its counter.
 type Outcome = (&'static str, fn(&Counters) -> u64);
 
+/// A label's value, written as it is (see [`line`]).
+type Label<'a> = (&'static str, &'a dyn Display);
+
+/// About how many bytes the lines of one source take (9 samples).
+const BYTES_PER_SOURCE: usize = 9 * 112;
+
 /// Renders a snapshot as Prometheus text, with the gauges and counters of
 /// the configured `sources` (in their order) and no others.
-pub fn render(snap: &Snapshot, sources: &[SourceGauge]) -> String {
-    let mut out = String::new();
+pub fn render(snap: &Snapshot, sources: &[SourceGauge<'_>]) -> String {
+    render_with(snap, sources, |id| {
+        snap.sources.get(id).cloned().unwrap_or_default()
+    })
+}
+
+/// [`render`] with each source's counters read through `counters` (zeros
+/// for a source not counted yet) instead of `head.sources`, so that no
+/// copy of every counter is made. The text is written into one `String`
+/// sized up front, with no allocation per sample.
+pub fn render_with(
+    head: &Snapshot,
+    sources: &[SourceGauge<'_>],
+    counters: impl Fn(&SourceId) -> Counters,
+) -> String {
+    let snap = head;
+    let mut out = String::with_capacity(4096 + sources.len() * BYTES_PER_SOURCE);
     family(
         &mut out,
         "discocache_status",
@@ -39,7 +60,7 @@ pub fn render(snap: &Snapshot, sources: &[SourceGauge]) -> String {
         line(
             &mut out,
             "discocache_status",
-            &[("status", status.as_str())],
+            &[("status", &status.as_str())],
             value,
         );
     }
@@ -61,8 +82,8 @@ pub fn render(snap: &Snapshot, sources: &[SourceGauge]) -> String {
     }
     reconcile(&mut out, snap);
     ages(&mut out, sources);
-    reads(&mut out, snap, sources);
-    refreshes(&mut out, snap, sources);
+    reads(&mut out, sources, &counters);
+    refreshes(&mut out, sources, &counters);
     out
 }
 
@@ -75,11 +96,11 @@ fn reconcile(out: &mut String, snap: &Snapshot) {
         "How long the last reconcile against the disk took.",
     );
     let ms = snap.last_duration_ms.unwrap_or(0);
-    line(out, name, &[], seconds(Duration::from_millis(ms)));
+    line(out, name, &[], Seconds(Duration::from_millis(ms)));
 }
 
 /// The per-source age and freshness gauges.
-fn ages(out: &mut String, sources: &[SourceGauge]) {
+fn ages(out: &mut String, sources: &[SourceGauge<'_>]) {
     let name = "discocache_source_age_seconds";
     family(
         out,
@@ -89,8 +110,8 @@ fn ages(out: &mut String, sources: &[SourceGauge]) {
     );
     for s in sources {
         if let Some(age) = s.age {
-            let source = s.id.to_string();
-            line(out, name, &source_labels(&s.id, &source), seconds(age));
+            let labels: [Label<'_>; 2] = [("tier", &s.id.tier()), ("source", s.id)];
+            line(out, name, &labels, Seconds(age));
         }
     }
     let name = "discocache_source_fresh";
@@ -101,21 +122,24 @@ fn ages(out: &mut String, sources: &[SourceGauge]) {
         "1 when the source's payload is within its ttl, else 0 (stale, expired or none).",
     );
     for s in sources {
-        let source = s.id.to_string();
-        line(out, name, &source_labels(&s.id, &source), u8::from(s.fresh));
+        let labels: [Label<'_>; 2] = [("tier", &s.id.tier()), ("source", s.id)];
+        line(out, name, &labels, u8::from(s.fresh));
     }
 }
 
-fn source_labels<'a>(id: &'a SourceId, source: &'a str) -> [(&'static str, &'a str); 2] {
-    [("tier", id.tier()), ("source", source)]
-}
-
 /// Seconds with millisecond precision.
-fn seconds(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64())
+struct Seconds(Duration);
+
+impl Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.3}", self.0.as_secs_f64())
+    }
 }
 
-fn reads(out: &mut String, snap: &Snapshot, sources: &[SourceGauge]) {
+/// How [`render_with`] reads a source's counters.
+type CountersOf<'a> = &'a dyn Fn(&SourceId) -> Counters;
+
+fn reads(out: &mut String, sources: &[SourceGauge<'_>], counters: CountersOf<'_>) {
     let name = "discocache_reads_total";
     family(out, name, "counter", "Reads served, by outcome.");
     let outcomes: [Outcome; 3] = [
@@ -123,10 +147,10 @@ fn reads(out: &mut String, snap: &Snapshot, sources: &[SourceGauge]) {
         ("stale_hit", |c| c.stale_hits),
         ("miss", |c| c.misses),
     ];
-    per_source(out, snap, sources, name, &outcomes);
+    per_source(out, sources, counters, name, &outcomes);
 }
 
-fn refreshes(out: &mut String, snap: &Snapshot, sources: &[SourceGauge]) {
+fn refreshes(out: &mut String, sources: &[SourceGauge<'_>], counters: CountersOf<'_>) {
     let name = "discocache_refreshes_total";
     family(out, name, "counter", "Refreshes finished, by outcome.");
     let outcomes: [Outcome; 4] = [
@@ -135,29 +159,24 @@ fn refreshes(out: &mut String, snap: &Snapshot, sources: &[SourceGauge]) {
         ("joined", |c| c.refresh_joined),
         ("not_modified", |c| c.refresh_not_modified),
     ];
-    per_source(out, snap, sources, name, &outcomes);
+    per_source(out, sources, counters, name, &outcomes);
 }
 
 /// One line per configured source and outcome; a source not counted yet
 /// shows zeros.
 fn per_source(
     out: &mut String,
-    snap: &Snapshot,
-    sources: &[SourceGauge],
+    sources: &[SourceGauge<'_>],
+    counters: CountersOf<'_>,
     name: &str,
     outcomes: &[Outcome],
 ) {
-    let zero = Counters::default();
     for SourceGauge { id, .. } in sources {
-        let counters = snap.sources.get(id).unwrap_or(&zero);
-        let source = id.to_string();
+        let counted = counters(id);
+        let tier = id.tier();
         for (outcome, get) in outcomes {
-            let labels = [
-                ("tier", id.tier()),
-                ("source", source.as_str()),
-                ("outcome", outcome),
-            ];
-            line(out, name, &labels, get(counters));
+            let labels: [Label<'_>; 3] = [("tier", &tier), ("source", id), ("outcome", outcome)];
+            line(out, name, &labels, get(&counted));
         }
     }
 }
@@ -169,7 +188,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// One sample. Label values are source names, tiers and fixed words, which
 /// never hold `"`, `\` or a newline, so they need no escaping.
-fn line(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+fn line(out: &mut String, name: &str, labels: &[Label<'_>], value: impl Display) {
     out.push_str(name);
     for (i, (k, v)) in labels.iter().enumerate() {
         let open = if i == 0 { '{' } else { ',' };
@@ -206,7 +225,7 @@ mod tests {
             sources: BTreeMap::from([(id.clone(), counters)]),
         };
         let gauge = SourceGauge {
-            id,
+            id: &id,
             age: Some(Duration::from_millis(1500)),
             fresh: true,
         };
@@ -239,6 +258,41 @@ mod tests {
     }
 
     #[test]
+    fn counters_read_one_at_a_time_render_as_a_snapshot_does() {
+        let id = SourceId::parse("discovery/x").expect("valid");
+        let counters = Counters {
+            stale_hits: 5,
+            refresh_ok: 1,
+            ..Counters::default()
+        };
+        let snap = Snapshot {
+            status: Status::Ready,
+            keys_total: 1,
+            keys_by_tier: BTreeMap::from([("discovery".to_owned(), 1)]),
+            last_reconciled_at: None,
+            last_duration_ms: None,
+            last_error: None,
+            sources: BTreeMap::from([(id.clone(), counters.clone())]),
+        };
+        let head = Snapshot {
+            sources: BTreeMap::new(),
+            ..snap.clone()
+        };
+        let gauge = SourceGauge {
+            id: &id,
+            age: None,
+            fresh: false,
+        };
+        let gauges = [gauge];
+        let streamed = render_with(&head, &gauges, |_| counters.clone());
+        assert_eq!(streamed, render(&snap, &gauges));
+        assert!(
+            streamed.contains("outcome=\"stale_hit\"} 5\n"),
+            "{streamed}"
+        );
+    }
+
+    #[test]
     fn a_source_no_longer_configured_is_not_shown() {
         let gone = SourceId::parse("discovery/gone").expect("valid");
         let kept = SourceId::parse("discovery/kept").expect("valid");
@@ -256,7 +310,7 @@ mod tests {
             sources: BTreeMap::from([(gone, counted.clone()), (kept.clone(), counted)]),
         };
         let gauge = SourceGauge {
-            id: kept,
+            id: &kept,
             age: None,
             fresh: false,
         };

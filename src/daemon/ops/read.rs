@@ -10,7 +10,7 @@ use crate::cache::Invalidated;
 use crate::config::SourceConfig;
 use crate::daemon::configured::Configured;
 use crate::daemon::state::{Daemon, blocking, cache_source};
-use crate::daemon::view::Snapshot;
+use crate::daemon::view::Served;
 use crate::error::Error;
 use crate::meta::Timestamp;
 use crate::plan::{Found, Plan, Situation, plan};
@@ -60,7 +60,7 @@ pub(super) async fn get(d: &Arc<Daemon>, req: GetRequest) -> Result<GetBody, Wir
 }
 
 /// Older than its ttl, or than the request's `max_age_ms`.
-fn too_old(entry: &Snapshot, max_age_ms: Option<u64>) -> bool {
+fn too_old(entry: &Served, max_age_ms: Option<u64>) -> bool {
     !entry.fresh || max_age_ms.is_some_and(|max| millis(entry.age) > max)
 }
 
@@ -84,7 +84,7 @@ fn background(d: &Arc<Daemon>, sc: &Configured) {
 async fn serve(
     d: &Daemon,
     sc: &SourceConfig,
-    entry: Option<Snapshot>,
+    entry: Option<Served>,
     req: &GetRequest,
 ) -> Result<GetBody, WireError> {
     let Some(entry) = entry.filter(|e| !e.expired) else {
