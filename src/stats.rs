@@ -272,16 +272,7 @@ impl Stats {
     /// [`Stats::snapshot`] without the per-source counters (cheap with
     /// many sources; read them one at a time with [`Stats::counters`]).
     pub fn head(&self) -> Snapshot {
-        let inner = self.lock();
-        Snapshot {
-            status: status_of(&inner),
-            keys_total: inner.keys_by_tier.values().sum(),
-            keys_by_tier: inner.keys_by_tier.clone(),
-            last_reconciled_at: inner.last_reconciled_at.map(timestamp),
-            last_duration_ms: inner.last_duration.map(millis),
-            last_error: inner.last_error.clone(),
-            sources: BTreeMap::new(),
-        }
+        head_of(&self.lock())
     }
 
     /// One source's counters; zeros when it was never counted.
@@ -293,13 +284,8 @@ impl Stats {
     pub fn snapshot(&self) -> Snapshot {
         let inner = self.lock();
         Snapshot {
-            status: status_of(&inner),
-            keys_total: inner.keys_by_tier.values().sum(),
-            keys_by_tier: inner.keys_by_tier.clone(),
-            last_reconciled_at: inner.last_reconciled_at.map(timestamp),
-            last_duration_ms: inner.last_duration.map(millis),
-            last_error: inner.last_error.clone(),
             sources: inner.sources.clone(),
+            ..head_of(&inner)
         }
     }
 
@@ -349,6 +335,19 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Persisted> {
 /// A duration in whole milliseconds, saturating.
 pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The daemon-level part of a [`Snapshot`], with no per-source counters.
+fn head_of(inner: &Counts) -> Snapshot {
+    Snapshot {
+        status: status_of(inner),
+        keys_total: inner.keys_by_tier.values().sum(),
+        keys_by_tier: inner.keys_by_tier.clone(),
+        last_reconciled_at: inner.last_reconciled_at.map(timestamp),
+        last_duration_ms: inner.last_duration.map(millis),
+        last_error: inner.last_error.clone(),
+        sources: BTreeMap::new(),
+    }
 }
 
 #[cfg(test)]
