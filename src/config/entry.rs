@@ -180,21 +180,32 @@ impl Checker<'_> {
         field: &Spanned<Value>,
         max_size: usize,
     ) -> Result<FileSpec, ()> {
+        let path = self.path(scope, "file", field)?;
+        Ok(FileSpec { path, max_size })
+    }
+
+    /// A non-empty path key (`file`, `seed`), relative to the config's
+    /// directory unless absolute.
+    pub(super) fn path(
+        &mut self,
+        scope: &str,
+        key: &str,
+        field: &Spanned<Value>,
+    ) -> Result<PathBuf, ()> {
         let path = match field.get_ref() {
             Value::String(s) if !s.is_empty() => PathBuf::from(s),
             other => {
                 return self.bad(
                     field,
                     scope,
-                    format!("file {other}: expected a non-empty path"),
+                    format!("{key} {other}: expected a non-empty path"),
                 );
             }
         };
-        let path = match self.base_dir {
+        Ok(match self.base_dir {
             Some(dir) if path.is_relative() => dir.join(path),
             _ => path,
-        };
-        Ok(FileSpec { path, max_size })
+        })
     }
 
     fn http(

@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use toml::Value;
-
 use super::Problem;
 use super::check::Checker;
 use super::raw::Field;
@@ -21,20 +19,7 @@ impl Checker<'_> {
         max_output: usize,
     ) -> Result<Option<PathBuf>, ()> {
         let Some(field) = field else { return Ok(None) };
-        let path = match field.get_ref() {
-            Value::String(s) if !s.is_empty() => PathBuf::from(s),
-            other => {
-                return self.bad(
-                    field,
-                    scope,
-                    format!("seed {other}: expected a non-empty path"),
-                );
-            }
-        };
-        let path = match self.base_dir {
-            Some(dir) if path.is_relative() => dir.join(path),
-            _ => path,
-        };
+        let path = self.path(scope, "seed", field)?;
         let max = u64::try_from(max_output).unwrap_or(u64::MAX);
         if let Err(e) = crate::seed::read(&path, max) {
             self.unset.push(Problem {
