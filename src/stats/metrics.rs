@@ -30,24 +30,17 @@ type Label<'a> = (&'static str, &'a dyn Display);
 /// About how many bytes the lines of one source take (9 samples).
 const BYTES_PER_SOURCE: usize = 9 * 112;
 
-/// Renders a snapshot as Prometheus text, with the gauges and counters of
-/// the configured `sources` (in their order) and no others.
-pub fn render(snap: &Snapshot, sources: &[SourceGauge<'_>]) -> String {
-    render_with(snap, sources, |id| {
-        snap.sources.get(id).cloned().unwrap_or_default()
-    })
-}
-
-/// [`render`] with each source's counters read through `counters` (zeros
-/// for a source not counted yet) instead of `head.sources`, so that no
-/// copy of every counter is made. The text is written into one `String`
-/// sized up front, with no allocation per sample.
+/// Renders the daemon-level figures of `head` as Prometheus text, with the
+/// gauges and counters of the configured `sources` (in their order) and no
+/// others. Each source's counters are read through `counters` (zeros for a
+/// source not counted yet), so that no copy of every counter is made. The
+/// text is written into one `String` sized up front, with no allocation per
+/// sample.
 pub fn render_with(
-    head: &Snapshot,
+    snap: &Snapshot,
     sources: &[SourceGauge<'_>],
     counters: impl Fn(&SourceId) -> Counters,
 ) -> String {
-    let snap = head;
     let mut out = String::with_capacity(4096 + sources.len() * BYTES_PER_SOURCE);
     family(
         &mut out,
@@ -206,6 +199,13 @@ mod tests {
 
     use super::*;
     use crate::source::SourceId;
+
+    /// [`render_with`] reading the counters of `snap` itself.
+    fn render(snap: &Snapshot, sources: &[SourceGauge<'_>]) -> String {
+        render_with(snap, sources, |id| {
+            snap.sources.get(id).cloned().unwrap_or_default()
+        })
+    }
 
     #[test]
     fn renders_status_keys_and_labelled_counters() {
