@@ -15,11 +15,9 @@ use tokio::sync::mpsc;
 
 use super::state::Daemon;
 use super::view::{Look, Stamp};
-use crate::cache::RefreshState;
 use crate::config::{Config, SourceConfig};
 use crate::freshness;
 use crate::protocol::{DaemonStatus, Response, SourceStatus, timestamp};
-use crate::stats::millis;
 
 /// How many bytes of the answer are sent at a time.
 const CHUNK: usize = 64 * 1024;
@@ -135,21 +133,8 @@ impl Serialize for Lines<'_> {
 /// payload (no payload read).
 fn source_line(d: &Daemon, sc: &SourceConfig) -> SourceStatus {
     let mut line = SourceStatus {
-        source: sc.id.clone(),
-        configured: true,
-        refresher: Some(sc.refresher.describe()),
-        ttl_ms: millis(sc.policy.ttl),
         disabled: sc.disabled.clone(),
-        has_data: false,
-        age_ms: None,
-        fresh: false,
-        stale: false,
-        expired: false,
-        stale_reason: None,
-        fetched_at: None,
-        revision: 0,
-        refresh: RefreshState::default(),
-        error: None,
+        ..SourceStatus::blank(&sc.id, Some(sc.refresher.describe()), sc.policy.ttl)
     };
     let layout = d.cache.layout();
     let record = match d.view.record_of(&sc.id) {
@@ -163,13 +148,13 @@ fn source_line(d: &Daemon, sc: &SourceConfig) -> SourceStatus {
             if let Some(modified) = modified {
                 let judged = freshness::judge(modified, None, SystemTime::now(), &sc.policy)
                     .with_definition(state.definition.as_deref(), &sc.policy);
-                line.has_data = true;
-                line.age_ms = Some(millis(judged.age));
-                line.fresh = judged.fresh();
-                line.stale = !judged.fresh();
-                line.expired = judged.expired();
-                line.stale_reason = judged.stale_reason().map(str::to_owned);
-                line.fetched_at = Some(timestamp(modified));
+                let (fresh, expired) = (judged.fresh(), judged.expired());
+                line.payload(
+                    modified,
+                    judged.age,
+                    (fresh, expired),
+                    judged.stale_reason(),
+                );
             }
             line.revision = state.revision;
             line.refresh = state;

@@ -5,6 +5,7 @@
 //! print the same thing.
 
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -176,11 +177,32 @@ impl SourceStatus {
         refresher: Option<String>,
         read: crate::Result<(Option<Entry>, RefreshState)>,
     ) -> Self {
-        let mut status = Self {
-            source: source.id.clone(),
+        let mut status = Self::blank(&source.id, refresher, source.policy.ttl);
+        match read {
+            Ok((entry, state)) => {
+                if let Some(entry) = entry {
+                    status.payload(
+                        entry.fetched_at,
+                        entry.age,
+                        (entry.fresh, entry.expired),
+                        entry.stale_reason,
+                    );
+                }
+                status.revision = state.revision;
+                status.refresh = state;
+            }
+            Err(e) => status.error = Some(e.to_string()),
+        }
+        status
+    }
+
+    /// A source with nothing known about it yet.
+    pub(crate) fn blank(id: &SourceId, refresher: Option<String>, ttl: Duration) -> Self {
+        Self {
+            source: id.clone(),
             configured: refresher.is_some(),
             refresher,
-            ttl_ms: millis(source.policy.ttl),
+            ttl_ms: millis(ttl),
             disabled: None,
             has_data: false,
             age_ms: None,
@@ -192,24 +214,25 @@ impl SourceStatus {
             revision: 0,
             refresh: RefreshState::default(),
             error: None,
-        };
-        match read {
-            Ok((entry, state)) => {
-                if let Some(entry) = entry {
-                    status.has_data = true;
-                    status.age_ms = Some(millis(entry.age));
-                    status.fresh = entry.fresh;
-                    status.stale = entry.stale();
-                    status.expired = entry.expired;
-                    status.stale_reason = entry.stale_reason.map(str::to_owned);
-                    status.fetched_at = Some(timestamp(entry.fetched_at));
-                }
-                status.revision = state.revision;
-                status.refresh = state;
-            }
-            Err(e) => status.error = Some(e.to_string()),
         }
-        status
+    }
+
+    /// Records a payload fetched at `fetched_at`, of `age`, (fresh,
+    /// expired) as judged, and why it is not fresh.
+    pub(crate) fn payload(
+        &mut self,
+        fetched_at: SystemTime,
+        age: Duration,
+        (fresh, expired): (bool, bool),
+        stale_reason: Option<&str>,
+    ) {
+        self.has_data = true;
+        self.age_ms = Some(millis(age));
+        self.fresh = fresh;
+        self.stale = !fresh;
+        self.expired = expired;
+        self.stale_reason = stale_reason.map(str::to_owned);
+        self.fetched_at = Some(timestamp(fetched_at));
     }
 }
 
