@@ -36,11 +36,9 @@ impl SharedTier {
             .arg(&holder)
             .arg(millis(hold).max(1));
         let reply = self.invoke(OP, &inv).await?;
+        let (tag, n) = tagged(&reply, 1);
         let items = array(&reply);
-        match (
-            items.first().and_then(text).as_deref(),
-            items.get(1).and_then(int),
-        ) {
+        match (tag.as_deref(), n) {
             (Some("leased"), Some(fence)) => Ok(Take::Leased(Lease {
                 source: source.clone(),
                 fence: unsigned(fence),
@@ -91,11 +89,8 @@ impl SharedTier {
             .arg(source.to_string())
             .arg(EVENTS_CAP);
         let reply = self.invoke(OP, &inv).await?;
-        let items = array(&reply);
-        match (
-            items.first().and_then(text).as_deref(),
-            items.get(1).and_then(int),
-        ) {
+        let (tag, n) = tagged(&reply, 1);
+        match (tag.as_deref(), n) {
             (Some("committed"), Some(f)) => Ok(Committed::Committed(unsigned(f))),
             (Some("stale"), Some(f)) => Ok(Committed::Stale(unsigned(f))),
             _ => Err(self.odd(OP, &reply)),
@@ -130,11 +125,8 @@ impl SharedTier {
             .arg(source.to_string())
             .arg(EVENTS_CAP);
         let reply = self.invoke(OP, &inv).await?;
-        let items = array(&reply);
-        match (
-            items.first().and_then(text).as_deref(),
-            items.get(2).and_then(int),
-        ) {
+        let (tag, n) = tagged(&reply, 2);
+        match (tag.as_deref(), n) {
             (Some("failed"), Some(next)) => Ok(Some(next)),
             (Some("stale"), _) => Ok(None),
             _ => Err(self.odd(OP, &reply)),
@@ -200,11 +192,8 @@ impl SharedTier {
             .arg(source.to_string())
             .arg(EVENTS_CAP);
         let reply = self.invoke(OP, &inv).await?;
-        let items = array(&reply);
-        match (
-            items.first().and_then(text).as_deref(),
-            items.get(1).and_then(int),
-        ) {
+        let (tag, n) = tagged(&reply, 1);
+        match (tag.as_deref(), n) {
             (Some("seeded"), Some(fence)) => Ok(Some(unsigned(fence))),
             (Some("kept"), Some(_)) => Ok(None),
             _ => Err(self.odd(OP, &reply)),
@@ -329,6 +318,13 @@ fn holder() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into());
     format!("{host} {} {:016x}", std::process::id(), fastrand::u64(..))
+}
+
+/// A script's reply `[tag, ..., n]`: its first item as text and its item
+/// `at` as an integer.
+fn tagged(reply: &Value, at: usize) -> (Option<String>, Option<i64>) {
+    let items = array(reply);
+    (items.first().and_then(text), items.get(at).and_then(int))
 }
 
 fn array(value: &Value) -> &[Value] {
