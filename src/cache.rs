@@ -250,11 +250,14 @@ pub struct Cache {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Inner {
     layout: Layout,
     flights: Arc<Flights>,
     unsaved: Arc<Unsaved>,
+    /// The shared tier every refresh goes through, when attached.
+    #[cfg(feature = "shared")]
+    shared: Option<Arc<crate::shared::SharedTier>>,
 }
 
 impl Cache {
@@ -278,8 +281,32 @@ impl Cache {
                 layout,
                 flights: Arc::default(),
                 unsaved: Arc::default(),
+                #[cfg(feature = "shared")]
+                shared: None,
             }),
         })
+    }
+
+    /// This cache with every refresh going through the shared tier `tier`
+    /// (docs/SHARED.md). Readers never talk to it. Call it right after
+    /// [`Cache::open`], before the handle is cloned: clones made before do
+    /// not see the tier.
+    #[cfg(feature = "shared")]
+    #[must_use]
+    pub fn with_shared(self, tier: Arc<crate::shared::SharedTier>) -> Self {
+        let inner = Arc::unwrap_or_clone(self.inner);
+        Self {
+            inner: Arc::new(Inner {
+                shared: Some(tier),
+                ..inner
+            }),
+        }
+    }
+
+    /// The shared tier refreshes go through, if one is attached.
+    #[cfg(feature = "shared")]
+    pub fn shared_tier(&self) -> Option<&Arc<crate::shared::SharedTier>> {
+        self.inner.shared.as_ref()
     }
 
     /// The root's on-disk format: 2, or 1 while a format 1 root is not

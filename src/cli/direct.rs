@@ -48,6 +48,11 @@ impl Direct {
             .enable_all()
             .build()?;
         let config = ctx.load_config();
+        #[cfg(feature = "shared")]
+        let cache = match &config {
+            Ok(config) => crate::shared::attach(cache, config.shared.as_ref())?,
+            Err(_) => cache,
+        };
         let offline = ctx.offline || config.as_ref().is_ok_and(|c| c.daemon.offline);
         Ok(Self {
             cache,

@@ -132,6 +132,8 @@ struct Stopped {
 async fn serve(opts: ServeOptions, config: crate::config::Config) -> anyhow::Result<Stopped> {
     let cache = Cache::open(&opts.root)
         .with_context(|| format!("open the cache root {}", opts.root.display()))?;
+    #[cfg(feature = "shared")]
+    let cache = crate::shared::attach(cache, config.shared.as_ref())?;
     let c = cache.clone();
     let recovered = blocking(move || c.recover())
         .await

@@ -55,6 +55,16 @@ pub struct SharedTier {
     commands: AtomicU64,
 }
 
+impl std::fmt::Debug for SharedTier {
+    /// Shows the redacted URL only: the URL may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedTier")
+            .field("url", &self.settings.redacted_url())
+            .field("namespace", &self.settings.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SharedTier {
     /// A handle for `settings`; does not connect.
     ///

@@ -30,6 +30,27 @@ pub use client::{SharedTier, TierStatus};
 pub use error::SharedError;
 pub use flight::{Flight, Produced, Refused, SharedValidators, fly};
 pub use keys::Keys;
+/// `cache` with every refresh going through the shared tier of `settings`
+/// (the config's `[shared]`); `cache` as it is without one. Does not
+/// connect: the first refresh does.
+///
+/// # Errors
+///
+/// [`SharedError::Redis`] when the URL does not parse.
+pub fn attach(
+    cache: crate::Cache,
+    settings: Option<&crate::config::SharedSettings>,
+) -> Result<crate::Cache, SharedError> {
+    Ok(match settings {
+        Some(settings) => {
+            let tier = SharedTier::new(settings.clone())?;
+            tracing::info!("shared tier {}", settings.redacted_url());
+            cache.with_shared(std::sync::Arc::new(tier))
+        }
+        None => cache,
+    })
+}
+
 pub use types::{
     Commit, CommitKind, Committed, EpochCheck, Event, Failure, Lease, SharedCopy, Take,
 };
