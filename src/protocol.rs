@@ -21,15 +21,15 @@
 //!
 //! | op | fields | answer fields |
 //! | --- | --- | --- |
-//! | `hello` | | `protocol` (1), `version`, `root`, `config` (path or null), `format` (1) |
+//! | `hello` | | `protocol` (1), `version`, `root`, `config` (path or null), `format` (2), `shared`? |
 //! | `get` | `source`; `refresh`?; `max_age_ms`?; `meta`? | see below |
 //! | `refresh` | `sources` (non-empty list) or `all: true` | per-source outcome |
 //! | `state` | `source` | the refresh state of the source |
-//! | `status` | | every source with freshness and state |
+//! | `status` | | the daemon, `shared`?, every source with freshness and state |
 //! | `invalidate` | `source` | mark stale (soft purge), keep serving |
 //! | `watch` | `sources`? (non-empty list; absent: all) | `{"ok": true}`, then events |
 //! | `prune` | `dry_run`? (default false) | what was (or would be) removed |
-//! | `stats` | | the daemon's counters |
+//! | `stats` | | the daemon's counters, `shared`? |
 //! | `metrics` | | Prometheus text in a string |
 //! | `reload` | | reload the config |
 //!
@@ -55,6 +55,11 @@
 //! [`StatusBody`], [`InvalidateBody`], [`PruneBody`], [`WatchBody`],
 //! [`MetricsBody`], [`ReloadBody`]); the [`Client`](crate::client::Client)
 //! decodes them, and the CLI builds the same ones in direct mode.
+//!
+//! `shared` (in `hello`, `status` and `stats`; absent without `[shared]`
+//! in the config, see [`SharedStatus`]): the shared tier as the daemon sees
+//! it: `url` (password redacted), `up`, `epoch`, `last_error`, `commands`
+//! (operations sent), `seeded` (local copies written after a new epoch).
 //!
 //! # Watch events
 //!
@@ -94,6 +99,7 @@ mod frame;
 mod parse;
 mod request;
 mod response;
+mod shared;
 
 pub use body::{
     DaemonStatus, InvalidateBody, MetricsBody, PruneBody, RefreshBody, RefreshOutcome,
@@ -110,6 +116,7 @@ pub use request::{
 pub use response::{
     Event, EventKind, Fields, GetBody, HelloBody, Response, embed_payload, timestamp,
 };
+pub use shared::SharedStatus;
 
 /// The protocol version `hello` reports.
 pub const PROTOCOL_VERSION: u32 = 1;

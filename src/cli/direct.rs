@@ -309,8 +309,24 @@ impl Direct {
             daemon: None,
             offline: self.offline,
             format: self.cache.format(),
+            shared: self.shared_status(),
             sources: sources.collect(),
         })
+    }
+
+    /// The shared tier's state after one epoch check, so that up or down
+    /// is current; `None` without `[shared]`.
+    fn shared_status(&self) -> Option<crate::protocol::SharedStatus> {
+        #[cfg(feature = "shared")]
+        {
+            let tier = self.cache.shared_tier()?;
+            if let Err(e) = self.runtime.block_on(tier.check_epoch()) {
+                tracing::debug!("{e}");
+            }
+            Some(tier.status().into())
+        }
+        #[cfg(not(feature = "shared"))]
+        None
     }
 
     /// `state` of one source.

@@ -32,16 +32,19 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The content type of the Prometheus text format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The metrics text now: the counters, and the age and freshness of every
-/// configured source (one `stat` each, on a blocking thread).
+/// The metrics text now: the counters, the age and freshness of every
+/// configured source (one `stat` each, on a blocking thread), and the
+/// shared tier's state when the config has `[shared]`.
 pub(crate) async fn text(d: &Arc<Daemon>) -> String {
     let d = Arc::clone(d);
     let rendered = blocking(move || {
         let config = d.config();
         let gauges = gauges(&d, &config);
-        Ok(metrics::render_with(&d.stats.head(), &gauges, |id| {
-            d.stats.counters(id)
-        }))
+        let mut text = metrics::render_with(&d.stats.head(), &gauges, |id| d.stats.counters(id));
+        if let Some(shared) = super::tier::gauge(&d) {
+            metrics::shared(&mut text, &shared);
+        }
+        Ok(text)
     })
     .await;
     rendered.unwrap_or_else(|e| format!("# cannot render the metrics: {e}\n"))

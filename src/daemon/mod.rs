@@ -4,8 +4,9 @@
 //! config (`reload`), the socket (`socket`) and its server
 //! ([`crate::server`]) answering the ops (`ops`), warm-keeping (`warm`),
 //! file watching (`watch`), the periodic reconcile (`reconcile`), signals
-//! (`signals`) and systemd notifications (`notify`). The shared state is
-//! in `state`.
+//! (`signals`) and systemd notifications (`notify`), and with `[shared]`
+//! the shared tier's epoch watch and re-seeding (`tier`, `reseed`). The
+//! shared state is in `state`.
 //!
 //! Shutdown: a SIGTERM/SIGINT stops accepting and serving, lets in-flight
 //! refreshes run up to `shutdown_grace`, then drops them (a command's
@@ -23,11 +24,14 @@ mod queue;
 mod reconcile;
 mod registry;
 mod reload;
+#[cfg(feature = "shared")]
+mod reseed;
 mod seeds;
 mod signals;
 mod socket;
 mod state;
 mod status;
+mod tier;
 mod view;
 mod warm;
 mod watch;
@@ -179,6 +183,7 @@ async fn serve(opts: ServeOptions, config: crate::config::Config) -> anyhow::Res
     d.tracker.spawn(reload::run(Arc::clone(&d), triggers));
     d.tracker.spawn(reconcile::run(Arc::clone(&d)));
     warm::sync(&d);
+    tier::spawn(&d);
     let service = Arc::clone(&d);
     let (shutdown, tracker) = (d.shutdown.clone(), d.tracker.clone());
     d.tracker.spawn(server::serve(

@@ -16,7 +16,7 @@ use super::reload;
 use super::state::{Daemon, blocking, lock};
 use crate::protocol::{
     Envelope, ErrorCode, HelloBody, MetricsBody, PruneBody, ReloadBody, Request, Response,
-    StateBody, WatchBody, WireError,
+    SharedStatus, StateBody, WatchBody, WireError,
 };
 use crate::server::{Answer, EventStream, Service};
 use crate::source::SourceId;
@@ -40,7 +40,7 @@ async fn dispatch(d: Arc<Daemon>, envelope: Envelope) -> Answer {
         Request::Watch { sources } => watch(&d, sources, id),
         Request::Prune { dry_run } => reply(id, prune(&d, dry_run).await),
         // Serialised straight from the counters: no JSON tree in between.
-        Request::Stats {} => reply(id, Ok(d.stats.snapshot())),
+        Request::Stats {} => reply(id, Ok(stats(&d))),
         Request::Metrics {} => {
             let text = super::metrics::text(&d).await;
             reply(id, Ok(MetricsBody { text }))
@@ -77,10 +77,29 @@ fn resolved(path: &Path) -> PathBuf {
 /// `hello`: what this daemon is and serves.
 fn hello(d: &Daemon) -> HelloBody {
     let config = reload::config_file(d.explicit_config.as_deref());
-    HelloBody::current(
-        resolved(d.cache.layout().root()),
-        config.as_deref().map(resolved),
-    )
+    HelloBody {
+        shared: super::tier::status(d),
+        ..HelloBody::current(
+            resolved(d.cache.layout().root()),
+            config.as_deref().map(resolved),
+        )
+    }
+}
+
+/// `stats`: the counters, and the shared tier's state when there is one.
+#[derive(Serialize)]
+struct StatsBody {
+    #[serde(flatten)]
+    counters: crate::stats::Snapshot,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared: Option<SharedStatus>,
+}
+
+fn stats(d: &Daemon) -> StatsBody {
+    StatsBody {
+        counters: d.stats.snapshot(),
+        shared: super::tier::status(d),
+    }
 }
 
 /// `watch`: answers at once, then streams events.

@@ -17,7 +17,7 @@ use super::state::Daemon;
 use super::view::{Look, Stamp};
 use crate::config::{Config, SourceConfig};
 use crate::freshness;
-use crate::protocol::{DaemonStatus, Response, SourceStatus, timestamp};
+use crate::protocol::{DaemonStatus, Response, SharedStatus, SourceStatus, timestamp};
 
 /// How many bytes of the answer are sent at a time.
 const CHUNK: usize = 64 * 1024;
@@ -46,6 +46,7 @@ fn write(d: &Daemon, id: Option<Value>, out: &mut Chunks) -> io::Result<()> {
         daemon: daemon(d, &config),
         offline: config.daemon.offline,
         format: d.cache.format(),
+        shared: super::tier::status(d),
         sources: Lines { d, config: &config },
     };
     serde_json::to_writer(&mut *out, &Response::success(id, body))?;
@@ -92,6 +93,8 @@ struct Body<'a> {
     daemon: DaemonStatus,
     offline: bool,
     format: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared: Option<SharedStatus>,
     sources: Lines<'a>,
 }
 

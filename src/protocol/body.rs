@@ -278,6 +278,9 @@ pub struct StatusBody {
     /// root is not fully upgraded yet.
     #[serde(default)]
     pub format: u32,
+    /// The shared tier's state; absent without `[shared]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<super::SharedStatus>,
     /// Every source.
     pub sources: Vec<SourceStatus>,
 }

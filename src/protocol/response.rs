@@ -89,6 +89,9 @@ pub struct HelloBody {
     pub config: Option<PathBuf>,
     /// The on-disk format it reads and writes ([`FORMAT`]).
     pub format: u32,
+    /// The shared tier's state; absent without `[shared]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<super::SharedStatus>,
 }
 
 impl HelloBody {
@@ -101,6 +104,7 @@ impl HelloBody {
             root,
             config,
             format: FORMAT,
+            shared: None,
         }
     }
 }

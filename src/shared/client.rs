@@ -33,6 +33,8 @@ pub struct TierStatus {
     pub last_error: Option<String>,
     /// Operations sent to the server by this handle.
     pub commands: u64,
+    /// Local copies this handle wrote with [`SharedTier::seed`].
+    pub seeded: u64,
 }
 
 /// What the handle remembers between operations.
@@ -53,6 +55,7 @@ pub struct SharedTier {
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     state: Mutex<State>,
     commands: AtomicU64,
+    seeded: AtomicU64,
 }
 
 impl std::fmt::Debug for SharedTier {
@@ -84,6 +87,7 @@ impl SharedTier {
             conn: tokio::sync::Mutex::new(None),
             state: Mutex::new(State::default()),
             commands: AtomicU64::new(0),
+            seeded: AtomicU64::new(0),
         })
     }
 
@@ -101,6 +105,7 @@ impl SharedTier {
             epoch: state.epoch.clone(),
             last_error: state.last_error.clone(),
             commands: self.commands.load(Ordering::Relaxed),
+            seeded: self.seeded.load(Ordering::Relaxed),
         }
     }
 
@@ -174,6 +179,11 @@ impl SharedTier {
         state.up = true;
         state.failures = 0;
         state.retry_at = None;
+    }
+
+    /// Counts a local copy written by a seed.
+    pub(super) fn count_seed(&self) {
+        self.seeded.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Notes the epoch just seen.

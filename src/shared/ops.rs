@@ -194,7 +194,10 @@ impl SharedTier {
         let reply = self.invoke(OP, &inv).await?;
         let (tag, n) = tagged(&reply, 1);
         match (tag.as_deref(), n) {
-            (Some("seeded"), Some(fence)) => Ok(Some(unsigned(fence))),
+            (Some("seeded"), Some(fence)) => {
+                self.count_seed();
+                Ok(Some(unsigned(fence)))
+            }
             (Some("kept"), Some(_)) => Ok(None),
             _ => Err(self.odd(OP, &reply)),
         }

@@ -21,6 +21,17 @@ pub struct SourceGauge<'a> {
     pub fresh: bool,
 }
 
+/// What the metrics show of the shared tier (only with `[shared]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedGauge {
+    /// The last operation reached the server.
+    pub up: bool,
+    /// Operations sent to the server.
+    pub commands: u64,
+    /// Local copies written to it after a new epoch.
+    pub seeded: u64,
+}
+
 /// An outcome label and how to read its counter.
 type Outcome = (&'static str, fn(&Counters) -> u64);
 
@@ -78,6 +89,21 @@ pub fn render_with(
     reads(&mut out, sources, &counters);
     refreshes(&mut out, sources, &counters);
     out
+}
+
+/// Appends the shared tier's families to `out` (after [`render_with`]).
+pub fn shared(out: &mut String, tier: &SharedGauge) {
+    let name = "discocache_shared_up";
+    let help = "1 when the last operation reached the shared tier (Redis), else 0.";
+    family(out, name, "gauge", help);
+    line(out, name, &[], u8::from(tier.up));
+    let name = "discocache_shared_commands_total";
+    family(out, name, "counter", "Operations sent to the shared tier.");
+    line(out, name, &[], tier.commands);
+    let name = "discocache_shared_seeded_total";
+    let help = "Local copies written to the shared tier after it came back new.";
+    family(out, name, "counter", help);
+    line(out, name, &[], tier.seeded);
 }
 
 fn reconcile(out: &mut String, snap: &Snapshot) {
@@ -289,6 +315,30 @@ mod tests {
         assert!(
             streamed.contains("outcome=\"stale_hit\"} 5\n"),
             "{streamed}"
+        );
+    }
+
+    #[test]
+    fn the_shared_tier_down_shows_up_0_and_its_counters() {
+        let mut text = String::new();
+        let tier = SharedGauge {
+            up: false,
+            commands: 12,
+            seeded: 3,
+        };
+        shared(&mut text, &tier);
+        assert!(
+            text.contains("# TYPE discocache_shared_up gauge\n"),
+            "{text}"
+        );
+        assert!(text.contains("\ndiscocache_shared_up 0\n"), "{text}");
+        assert!(
+            text.contains("\ndiscocache_shared_commands_total 12\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ndiscocache_shared_seeded_total 3\n"),
+            "{text}"
         );
     }
 

@@ -37,7 +37,7 @@ fn get(port: u16, path: &str) -> (String, String) {
 
 /// `promtool check metrics` on `text`; `None` (with the reason printed)
 /// when promtool is not installed, which fails under CI.
-fn promtool(text: &str) -> Option<(bool, String)> {
+pub(crate) fn promtool(text: &str) -> Option<(bool, String)> {
     let child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

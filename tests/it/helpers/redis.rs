@@ -138,3 +138,18 @@ fn free_port() -> u16 {
     let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
     listener.local_addr().expect("addr").port()
 }
+
+impl RedisServer {
+    /// Stops the server (SIGKILL), keeping its port for
+    /// [`RedisServer::start_again`]: the tier is down until then.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts an empty server on the port of a stopped one: the tier comes
+    /// back wiped (as after a restart without persistence or a failover).
+    pub fn start_again(&mut self) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        *self = Self::start_in(dir, self.port);
+    }
+}
