@@ -10,12 +10,14 @@ use super::{Exit, Fail};
 use crate::cache::{Entry, RefreshState};
 use crate::meta::Timestamp;
 use crate::protocol::{
-    self, GetBody, InvalidateBody, PruneBody, RefreshBody, RefreshResult, Response, SharedStatus,
-    Skipped, SourceStatus, StatusBody,
+    self, GetBody, InvalidateBody, PruneBody, RefreshBody, RefreshResult, Response, Skipped,
+    SourceStatus, StatusBody,
 };
 use crate::refresh::Refreshed;
 use crate::source::SourceId;
 use crate::stats::millis;
+
+mod tier;
 
 /// A duration for people, exact to the second: `1h3m`, `1m59s`, `42s`,
 /// `850ms` (never rounded down past a unit: 1m59s is not "1m").
@@ -247,7 +249,7 @@ pub fn print_status(body: &StatusBody, json: bool) -> anyhow::Result<Exit> {
         }
     }
     if let Some(shared) = &body.shared {
-        writeln!(out, "{}", shared_line(shared))?;
+        writeln!(out, "{}", tier::line(shared))?;
     }
     writeln!(out, "on-disk format: {}", body.format)?;
     if body.offline {
@@ -258,21 +260,6 @@ pub fn print_status(body: &StatusBody, json: bool) -> anyhow::Result<Exit> {
     }
     table(&mut out, &body.sources)?;
     Ok(Exit::Ok)
-}
-
-/// The shared tier's line in `status`: up with its epoch, or down and why.
-fn shared_line(s: &SharedStatus) -> String {
-    match (s.up, &s.last_error) {
-        (true, _) => format!(
-            "shared tier {}: up, epoch {}, {} commands, {} seeded",
-            s.url,
-            s.epoch.as_deref().unwrap_or("-"),
-            s.commands,
-            s.seeded
-        ),
-        (false, Some(e)) => format!("shared tier {}: DOWN: {e}", s.url),
-        (false, None) => format!("shared tier {}: not reached yet", s.url),
-    }
 }
 
 /// A status line's state word.
@@ -419,27 +406,6 @@ mod tests {
         assert_eq!(duration(Duration::from_secs(2 * 86_400 + 60)), "2d1m");
         assert_eq!(duration(Duration::from_millis(850)), "850ms");
         assert_eq!(duration(Duration::ZERO), "0s");
-    }
-
-    #[test]
-    fn the_shared_tier_line_says_down_and_why() {
-        let mut s = SharedStatus {
-            url: "redis://127.0.0.1:6379/0".into(),
-            up: false,
-            epoch: Some("ab12".into()),
-            last_error: Some("check epoch: connection refused".into()),
-            commands: 4,
-            seeded: 0,
-        };
-        assert_eq!(
-            shared_line(&s),
-            "shared tier redis://127.0.0.1:6379/0: DOWN: check epoch: connection refused"
-        );
-        s.up = true;
-        assert_eq!(
-            shared_line(&s),
-            "shared tier redis://127.0.0.1:6379/0: up, epoch ab12, 4 commands, 0 seeded"
-        );
     }
 
     #[test]

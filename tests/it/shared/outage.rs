@@ -38,6 +38,22 @@ fn metrics(socket: &Path) -> String {
     text.as_str().expect("metrics text").to_owned()
 }
 
+/// `discocache status` through the daemon, as printed for people.
+fn cli_status(d: &TestDaemon) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_discocache"))
+        .arg("--root")
+        .arg(&d.root)
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("--config")
+        .arg(&d.config)
+        .arg("status")
+        .output()
+        .expect("run discocache status");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn get(socket: &Path) -> Value {
     let answer = ask(
         socket,
@@ -76,6 +92,9 @@ fn a_redis_outage_keeps_reads_going_and_a_wiped_server_is_reseeded() {
         let s = shared(socket, "status");
         (s["up"] == false && s["last_error"].is_string()).then_some(())
     });
+    let text = cli_status(&d);
+    assert!(text.contains("shared tier redis://127.0.0.1:"), "{text}");
+    assert!(text.contains(": DOWN: "), "{text}");
     let hello = shared(socket, "hello");
     assert_eq!(hello["up"], false, "{hello}");
     assert_eq!(shared(socket, "stats")["up"], false);
