@@ -73,7 +73,7 @@ fn main() -> Result<()> {
             .context("waiter bench")?;
     }
     if wanted("refresh") {
-        refresh(&runtime, &redis, 30, 10).context("refresh bench")?;
+        refresh(&runtime, &redis, 60, 10).context("refresh bench")?;
     }
     if wanted("reads") {
         reads(&redis).context("reads bench")?;
