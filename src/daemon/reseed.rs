@@ -63,11 +63,7 @@ impl Watch {
             );
         }
         self.failures = 0;
-        let due = match self.settled.as_deref() {
-            Some(seen) => seen != check.epoch,
-            None => check.created || self.unfinished,
-        };
-        if !due {
+        if !self.due(&check) {
             self.settled = Some(check.epoch);
             return;
         }
@@ -88,6 +84,16 @@ impl Watch {
                 tracing::warn!("seeding the shared tier was cut short: {e}");
                 self.unfinished = true;
             }
+        }
+    }
+
+    /// Whether `check` calls for a seed: an epoch other than the one
+    /// settled on, or (before any was) an epoch this check created (an
+    /// empty server at start) or a seed left unfinished.
+    fn due(&self, check: &EpochCheck) -> bool {
+        match self.settled.as_deref() {
+            Some(seen) => seen != check.epoch,
+            None => check.created || self.unfinished,
         }
     }
 
@@ -184,6 +190,34 @@ async fn seed_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn check(epoch: &str, created: bool) -> EpochCheck {
+        EpochCheck {
+            epoch: epoch.into(),
+            created,
+            changed: false,
+        }
+    }
+
+    #[test]
+    fn seeds_an_empty_server_at_start_and_every_new_epoch_after() {
+        let mut watch = Watch::default();
+        // At start: a server that already had an epoch is left as it is.
+        assert!(!watch.due(&check("e1", false)));
+        // An empty one (this check created the epoch) is seeded.
+        assert!(watch.due(&check("e1", true)));
+        watch.settled = Some("e1".into());
+        assert!(!watch.due(&check("e1", false)));
+        // Wiped, then re-created by this host or by another one.
+        assert!(watch.due(&check("e2", true)));
+        assert!(watch.due(&check("e2", false)));
+        // A seed cut short before any epoch was settled is done again.
+        let unfinished = Watch {
+            unfinished: true,
+            ..Watch::default()
+        };
+        assert!(unfinished.due(&check("e1", false)));
+    }
 
     #[test]
     fn a_down_tier_is_checked_less_and_less_often_up_to_the_cap() {
