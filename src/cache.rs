@@ -24,6 +24,9 @@ use crate::singleflight::{Flights, Outcome};
 use crate::source::{Policy, SourceId};
 use crate::store;
 
+#[cfg(feature = "shared")]
+mod shared;
+
 /// How long past a holder's deadline a waiter keeps waiting for its commit.
 pub const WAIT_GRACE: Duration = Duration::from_secs(5);
 
@@ -257,7 +260,16 @@ struct Inner {
     unsaved: Arc<Unsaved>,
     /// The shared tier every refresh goes through, when attached.
     #[cfg(feature = "shared")]
-    shared: Option<Arc<crate::shared::SharedTier>>,
+    shared: Option<Arc<shared::Link>>,
+}
+
+/// What a refresh task takes along from its cache.
+#[derive(Debug, Clone)]
+struct Task {
+    layout: Layout,
+    unsaved: Arc<Unsaved>,
+    #[cfg(feature = "shared")]
+    shared: Option<Arc<shared::Link>>,
 }
 
 impl Cache {
@@ -297,7 +309,7 @@ impl Cache {
         let inner = Arc::unwrap_or_clone(self.inner);
         Self {
             inner: Arc::new(Inner {
-                shared: Some(tier),
+                shared: Some(Arc::new(shared::Link::new(tier))),
                 ..inner
             }),
         }
@@ -306,7 +318,7 @@ impl Cache {
     /// The shared tier refreshes go through, if one is attached.
     #[cfg(feature = "shared")]
     pub fn shared_tier(&self) -> Option<&Arc<crate::shared::SharedTier>> {
-        self.inner.shared.as_ref()
+        self.inner.shared.as_ref().map(|link| link.tier())
     }
 
     /// The root's on-disk format: 2, or 1 while a format 1 root is not
@@ -444,11 +456,11 @@ impl Cache {
         F: FnOnce(FetchContext) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
     {
-        let (layout, src, unsaved) = self.parts(source);
+        let (task, src) = (self.task(), source.clone());
         let ticket = self
             .inner
             .flights
-            .join_or_start(&source.id, || forced(layout, unsaved, src, f));
+            .join_or_start(&source.id, || forced(task, src, f));
         let joined = ticket.joined;
         let outcome = ticket.wait().await;
         unshare(outcome, joined)
@@ -474,11 +486,11 @@ impl Cache {
             Due::Busy => return Ok(Background::InFlight),
             Due::Claimed(lock) => lock,
         };
-        let (layout, src, unsaved) = self.parts(source);
+        let (task, src) = (self.task(), source.clone());
         let ticket = self
             .inner
             .flights
-            .join_or_start(&source.id, || run_holding(layout, unsaved, src, lock, f));
+            .join_or_start(&source.id, || run_holding(task, src, lock, f));
         Ok(if ticket.joined {
             Background::InFlight
         } else {
@@ -558,6 +570,17 @@ impl Cache {
     fn parts(&self, source: &Source) -> (Layout, Source, Arc<Unsaved>) {
         let unsaved = Arc::clone(&self.inner.unsaved);
         (self.layout().clone(), source.clone(), unsaved)
+    }
+
+    /// What a refresh task takes along: the layout, the records kept in
+    /// memory, the shared tier.
+    fn task(&self) -> Task {
+        Task {
+            layout: self.layout().clone(),
+            unsaved: Arc::clone(&self.inner.unsaved),
+            #[cfg(feature = "shared")]
+            shared: self.inner.shared.clone(),
+        }
     }
 
     /// Joins the refresh of `id` running in this process and waits for its
@@ -796,12 +819,12 @@ fn check_due(layout: &Layout, unsaved: &Unsaved, source: &Source, claim: bool) -
 
 /// A forced refresh: claim, or wait for the current holder and take its
 /// outcome, becoming the holder if it died without one.
-async fn forced<F, Fut>(layout: Layout, unsaved: Arc<Unsaved>, source: Source, f: F) -> Outcome
+async fn forced<F, Fut>(task: Task, source: Source, f: F) -> Outcome
 where
     F: FnOnce(FetchContext) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
 {
-    let (l, id) = (layout.clone(), source.id.clone());
+    let (l, id) = (task.layout.clone(), source.id.clone());
     let claimed = blocking(move || {
         store::ensure_source_dirs(&l, &id)?;
         // Only compared with what the holder leaves: damage reads as none.
@@ -814,7 +837,9 @@ where
     let lock = match claimed {
         (_, Some(lock)) => lock,
         (before, None) => {
-            let (lock, now) = acquire_waiting(&layout, &source).await.map_err(Arc::new)?;
+            let (lock, now) = acquire_waiting(&task.layout, &source)
+                .await
+                .map_err(Arc::new)?;
             if let Some(outcome) = refresh::outcome_since(before.as_ref(), now.as_ref(), &source.id)
             {
                 return outcome.map_err(Arc::new);
@@ -822,7 +847,7 @@ where
             lock
         }
     };
-    run_holding(layout, unsaved, source, lock, f).await
+    run_holding(task, source, lock, f).await
 }
 
 /// Waits for a source's lock, held by another process, bounded by the
@@ -855,22 +880,25 @@ async fn acquire_waiting(layout: &Layout, source: &Source) -> Result<(SourceLock
 
 /// With the lock held: mark, run the refresher under the deadline, commit or
 /// record the failure, unmark, unlock.
-async fn run_holding<F, Fut>(
-    layout: Layout,
-    unsaved: Arc<Unsaved>,
-    source: Source,
-    lock: SourceLock,
-    f: F,
-) -> Outcome
+async fn run_holding<F, Fut>(task: Task, source: Source, lock: SourceLock, f: F) -> Outcome
 where
     F: FnOnce(FetchContext) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
 {
     let deadline = source.policy.refresh_deadline;
-    let (l, id) = (layout.clone(), source.id.clone());
+    // Through the shared tier, the marker covers a wait for another host.
+    #[cfg(feature = "shared")]
+    let link = task.shared.clone().filter(|_| source.policy.shared);
+    #[cfg(feature = "shared")]
+    let hold = link
+        .as_ref()
+        .map_or(deadline, |_| shared::hold_for(&source.policy));
+    #[cfg(not(feature = "shared"))]
+    let hold = deadline;
+    let (l, id, unsaved) = (task.layout, source.id.clone(), task.unsaved);
     let kept = Arc::clone(&unsaved);
-    let mut holder = blocking(move || {
-        let mut holder = Holder::start(&l, &id, lock, deadline)?;
+    let holder = blocking(move || {
+        let mut holder = Holder::start(&l, &id, lock, hold)?;
         if let Some(record) = kept.newer_than(&id, holder.meta.last_attempt_at) {
             holder.adopt(record);
         }
@@ -900,13 +928,29 @@ where
             false => holder.meta.validators.clone(),
         },
     };
+    #[cfg(feature = "shared")]
+    if let Some(link) = link.filter(|_| holder.unmarked().is_none()) {
+        let landing = shared::fly(&link, &holder, &source, ctx, f).await;
+        let apply = move |h: &mut Holder, s: &Source| landing.apply(h, s, started);
+        return settle(unsaved, holder, source, apply).await;
+    }
     // No marker (no space, no inodes): a failure, without an upstream call.
     let fetched = match holder.unmarked() {
         Some(why) => Err(FetchError::new(why)),
         None => run_refresher(f, ctx, deadline, holder.group_hook()).await,
     };
+    let finish = move |h: &mut Holder, s: &Source| h.finish(fetched, &s.policy, started);
+    settle(unsaved, holder, source, finish).await
+}
+
+/// Records the refresh's outcome with `record` (on a blocking thread), then
+/// lets the source go.
+async fn settle<R>(unsaved: Arc<Unsaved>, mut holder: Holder, source: Source, record: R) -> Outcome
+where
+    R: FnOnce(&mut Holder, &Source) -> Result<Refreshed> + Send + 'static,
+{
     blocking(move || {
-        let result = holder.finish(fetched, &source.policy, started);
+        let result = record(&mut holder, &source);
         unsaved.remember(&source.id, &holder);
         result
     })
