@@ -652,6 +652,43 @@ mod tests {
         );
     }
 
+    /// A holder of `t/x` on a fresh root under `dir`.
+    fn holder(dir: &std::path::Path) -> Holder {
+        let layout = Layout::new(dir);
+        store::ensure_source_dirs(&layout, &id()).unwrap();
+        let lock = SourceLock::try_acquire(&layout.lock(&id()))
+            .unwrap()
+            .unwrap();
+        Holder::start(&layout, &id(), lock, Duration::from_secs(5)).unwrap()
+    }
+
+    #[test]
+    fn landed_copy_keeps_the_origin_time_and_never_goes_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Policy::default();
+        let mut h = holder(dir.path());
+        let now = SystemTime::now();
+        let at = |s: u64| now - Duration::from_secs(s);
+        let landed = h.land(b"[2]", crate::Validators::default(), at(10), &policy);
+        assert_eq!(landed.unwrap(), Refreshed::Committed { revision: 1 });
+        let path = h.layout.payload(&id());
+        let mtime = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+        assert_eq!(Timestamp::from(mtime(&path)), Timestamp::from(at(10)));
+        // An older copy is not written.
+        let older = h.land(b"[1]", crate::Validators::default(), at(60), &policy);
+        assert_eq!(older.unwrap(), Refreshed::NotModified { revision: 1 });
+        assert_eq!(std::fs::read(&path).unwrap(), b"[2]");
+        // The same bytes, fetched later: only the time moves.
+        let later = h.land(b"[2]", crate::Validators::default(), at(1), &policy);
+        assert_eq!(later.unwrap(), Refreshed::NotModified { revision: 1 });
+        assert_eq!(Timestamp::from(mtime(&path)), Timestamp::from(at(1)));
+        // A copy dated in the future (a skewed clock) is dated now.
+        let future = SystemTime::now() + Duration::from_secs(3600);
+        let skewed = h.land(b"[3]", crate::Validators::default(), future, &policy);
+        assert_eq!(skewed.unwrap(), Refreshed::Committed { revision: 2 });
+        assert!(mtime(&path) <= SystemTime::now());
+    }
+
     #[test]
     fn json_check_rejects_garbage_and_trailing_data() {
         assert!(check_json(b"{\"a\":[1,2]}").is_ok());

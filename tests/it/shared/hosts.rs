@@ -285,3 +285,26 @@ fn tier_down_hold_makes_no_origin_call_and_local_does() {
     );
     assert_eq!(origin.requests().len(), 1, "local refreshes on its own");
 }
+
+#[test]
+fn tier_outage_is_logged_once_not_once_per_refresh() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let origin = origin(r#"{"v":1}"#);
+    let redis = format!("redis://127.0.0.1:{port}/0");
+    let host = TestDaemon::start(&host_config(&redis, &origin.url("/m"), ""));
+    for _ in 0..3 {
+        let r = host.request(json!({"op": "refresh", "sources": [ID]}));
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    assert!(origin.requests().len() >= 3, "on_down = local refreshes");
+    let log = host.log();
+    assert_eq!(
+        log.matches("each source follows its on_down").count(),
+        1,
+        "{log}"
+    );
+}
