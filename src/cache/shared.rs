@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Source, WAIT_GRACE, run_refresher};
+use super::holding::run_refresher;
+use super::{Source, WAIT_GRACE};
 use crate::error::{Error, Result};
 use crate::meta::Timestamp;
 use crate::refresh::{Holder, Refreshed};
