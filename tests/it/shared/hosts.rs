@@ -80,7 +80,17 @@ fn fifty_gets_on_each_of_two_daemons_make_one_origin_request() {
         send("200 OK", &[], r#"{"models":["a","b"]}"#)
     });
     let config = host_config(&redis.url(), &origin.url("/m"), "ttl = \"1h\"");
-    let hosts = [TestDaemon::start(&config), TestDaemon::start(&config)];
+    // Both hosts hold a payload two hours old: stale.
+    let hosts = [TestDaemon::new(&config), TestDaemon::new(&config)].map(|mut host| {
+        let old = payload(&host.root);
+        std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+        std::fs::write(&old, br#"{"models":[]}"#).unwrap();
+        let file = std::fs::File::options().write(true).open(&old).unwrap();
+        file.set_modified(SystemTime::now() - Duration::from_secs(7200))
+            .unwrap();
+        host.spawn();
+        host
+    });
     let answers: Vec<Value> = std::thread::scope(|s| {
         let calls: Vec<_> = (0..100)
             .map(|i| {
@@ -307,4 +317,38 @@ fn tier_outage_is_logged_once_not_once_per_refresh() {
         1,
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn library_source_with_shared_false_never_talks_to_the_tier() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let settings = discocache::config::SharedSettings::new(&redis.url());
+    let tier = Arc::new(discocache::shared::SharedTier::new(settings).unwrap());
+    let cache = discocache::Cache::open(dir.path())
+        .unwrap()
+        .with_shared(Arc::clone(&tier));
+    let fetch = |bytes: &'static [u8]| {
+        move |_| async move {
+            Ok(discocache::Fetched::Data {
+                bytes: bytes.to_vec(),
+                validators: discocache::Validators::default(),
+            })
+        }
+    };
+    let mut source = discocache::Source::parse(ID).unwrap();
+    source.policy.shared = false;
+    cache.refresh(&source, fetch(b"[1]")).await.unwrap();
+    assert_eq!(
+        tier.status().commands,
+        0,
+        "an opted-out source sends nothing"
+    );
+    source.policy.shared = true;
+    cache.refresh(&source, fetch(b"[2]")).await.unwrap();
+    assert!(tier.status().commands > 0);
+    let key = format!("discocache:{{{ID}}}:data");
+    assert_eq!(redis.raw(&["HGET", &key, "payload"]), "[2]");
 }
