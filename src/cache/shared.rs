@@ -57,7 +57,8 @@ impl Link {
         }
     }
 
-    fn is_up(&self) {
+    /// Logs the end of an outage, once.
+    fn back_up(&self) {
         if self.down.swap(false, Ordering::Relaxed) {
             tracing::info!("shared tier {} is back", self.tier.status().url);
         }
@@ -166,7 +167,7 @@ where
     .await;
     match flown {
         Ok(flight) => {
-            link.is_up();
+            link.back_up();
             landing(flight, ran, policy)
         }
         Err(e) => {
