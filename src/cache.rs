@@ -18,11 +18,16 @@ use crate::lock::{self, SourceLock};
 use crate::meta::{Marker, Meta, Sidecar, Timestamp};
 use crate::prune::{self, Pruned, Recovered};
 use crate::refresh::{self, Holder, Refreshed};
-use crate::refresher::command::group::{self, GroupHook};
 use crate::refresher::{FetchContext, FetchError, Fetched};
 use crate::singleflight::{Flights, Outcome};
 use crate::source::{Policy, SourceId};
 use crate::store;
+
+mod holding;
+#[cfg(feature = "shared")]
+mod shared;
+
+use holding::run_holding;
 
 /// How long past a holder's deadline a waiter keeps waiting for its commit.
 pub const WAIT_GRACE: Duration = Duration::from_secs(5);
@@ -257,7 +262,16 @@ struct Inner {
     unsaved: Arc<Unsaved>,
     /// The shared tier every refresh goes through, when attached.
     #[cfg(feature = "shared")]
-    shared: Option<Arc<crate::shared::SharedTier>>,
+    shared: Option<Arc<shared::Link>>,
+}
+
+/// What a refresh task takes along from its cache.
+#[derive(Debug, Clone)]
+struct Task {
+    layout: Layout,
+    unsaved: Arc<Unsaved>,
+    #[cfg(feature = "shared")]
+    shared: Option<Arc<shared::Link>>,
 }
 
 impl Cache {
@@ -297,7 +311,7 @@ impl Cache {
         let inner = Arc::unwrap_or_clone(self.inner);
         Self {
             inner: Arc::new(Inner {
-                shared: Some(tier),
+                shared: Some(Arc::new(shared::Link::new(tier))),
                 ..inner
             }),
         }
@@ -306,7 +320,7 @@ impl Cache {
     /// The shared tier refreshes go through, if one is attached.
     #[cfg(feature = "shared")]
     pub fn shared_tier(&self) -> Option<&Arc<crate::shared::SharedTier>> {
-        self.inner.shared.as_ref()
+        self.inner.shared.as_ref().map(|link| link.tier())
     }
 
     /// The root's on-disk format: 2, or 1 while a format 1 root is not
@@ -444,11 +458,11 @@ impl Cache {
         F: FnOnce(FetchContext) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
     {
-        let (layout, src, unsaved) = self.parts(source);
+        let (task, src) = (self.task(), source.clone());
         let ticket = self
             .inner
             .flights
-            .join_or_start(&source.id, || forced(layout, unsaved, src, f));
+            .join_or_start(&source.id, || forced(task, src, f));
         let joined = ticket.joined;
         let outcome = ticket.wait().await;
         unshare(outcome, joined)
@@ -474,11 +488,11 @@ impl Cache {
             Due::Busy => return Ok(Background::InFlight),
             Due::Claimed(lock) => lock,
         };
-        let (layout, src, unsaved) = self.parts(source);
+        let (task, src) = (self.task(), source.clone());
         let ticket = self
             .inner
             .flights
-            .join_or_start(&source.id, || run_holding(layout, unsaved, src, lock, f));
+            .join_or_start(&source.id, || run_holding(task, src, lock, f));
         Ok(if ticket.joined {
             Background::InFlight
         } else {
@@ -558,6 +572,17 @@ impl Cache {
     fn parts(&self, source: &Source) -> (Layout, Source, Arc<Unsaved>) {
         let unsaved = Arc::clone(&self.inner.unsaved);
         (self.layout().clone(), source.clone(), unsaved)
+    }
+
+    /// What a refresh task takes along: the layout, the records kept in
+    /// memory, the shared tier.
+    fn task(&self) -> Task {
+        Task {
+            layout: self.layout().clone(),
+            unsaved: Arc::clone(&self.inner.unsaved),
+            #[cfg(feature = "shared")]
+            shared: self.inner.shared.clone(),
+        }
     }
 
     /// Joins the refresh of `id` running in this process and waits for its
@@ -796,12 +821,12 @@ fn check_due(layout: &Layout, unsaved: &Unsaved, source: &Source, claim: bool) -
 
 /// A forced refresh: claim, or wait for the current holder and take its
 /// outcome, becoming the holder if it died without one.
-async fn forced<F, Fut>(layout: Layout, unsaved: Arc<Unsaved>, source: Source, f: F) -> Outcome
+async fn forced<F, Fut>(task: Task, source: Source, f: F) -> Outcome
 where
     F: FnOnce(FetchContext) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
 {
-    let (l, id) = (layout.clone(), source.id.clone());
+    let (l, id) = (task.layout.clone(), source.id.clone());
     let claimed = blocking(move || {
         store::ensure_source_dirs(&l, &id)?;
         // Only compared with what the holder leaves: damage reads as none.
@@ -814,7 +839,9 @@ where
     let lock = match claimed {
         (_, Some(lock)) => lock,
         (before, None) => {
-            let (lock, now) = acquire_waiting(&layout, &source).await.map_err(Arc::new)?;
+            let (lock, now) = acquire_waiting(&task.layout, &source)
+                .await
+                .map_err(Arc::new)?;
             if let Some(outcome) = refresh::outcome_since(before.as_ref(), now.as_ref(), &source.id)
             {
                 return outcome.map_err(Arc::new);
@@ -822,7 +849,7 @@ where
             lock
         }
     };
-    run_holding(layout, unsaved, source, lock, f).await
+    run_holding(task, source, lock, f).await
 }
 
 /// Waits for a source's lock, held by another process, bounded by the
@@ -851,109 +878,4 @@ async fn acquire_waiting(layout: &Layout, source: &Source) -> Result<(SourceLock
     let (l, id) = (layout.clone(), source.id.clone());
     let meta = blocking(move || Ok(refresh::read_meta(&l, &id).unwrap_or(None))).await?;
     Ok((lock, meta))
-}
-
-/// With the lock held: mark, run the refresher under the deadline, commit or
-/// record the failure, unmark, unlock.
-async fn run_holding<F, Fut>(
-    layout: Layout,
-    unsaved: Arc<Unsaved>,
-    source: Source,
-    lock: SourceLock,
-    f: F,
-) -> Outcome
-where
-    F: FnOnce(FetchContext) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
-{
-    let deadline = source.policy.refresh_deadline;
-    let (l, id) = (layout.clone(), source.id.clone());
-    let kept = Arc::clone(&unsaved);
-    let mut holder = blocking(move || {
-        let mut holder = Holder::start(&l, &id, lock, deadline)?;
-        if let Some(record) = kept.newer_than(&id, holder.meta.last_attempt_at) {
-            holder.adopt(record);
-        }
-        Ok(holder)
-    })
-    .await
-    .map_err(Arc::new)?;
-    // We waited for fizeau's refresh and it committed: that is the outcome.
-    if let Some(joined) = holder.joined() {
-        return blocking(move || {
-            unsaved.remember(&source.id, &holder);
-            drop(holder);
-            Ok(joined)
-        })
-        .await
-        .map_err(Arc::new);
-    }
-    let started = Timestamp::now();
-    // Validators of data fetched under another definition (another URL)
-    // do not apply.
-    let changed = freshness::definition_changed(holder.meta.definition.as_deref(), &source.policy);
-    let ctx = FetchContext {
-        source: source.id.clone(),
-        timeout: deadline,
-        validators: match changed {
-            true => crate::Validators::default(),
-            false => holder.meta.validators.clone(),
-        },
-    };
-    // No marker (no space, no inodes): a failure, without an upstream call.
-    let fetched = match holder.unmarked() {
-        Some(why) => Err(FetchError::new(why)),
-        None => run_refresher(f, ctx, deadline, holder.group_hook()).await,
-    };
-    blocking(move || {
-        let result = holder.finish(fetched, &source.policy, started);
-        unsaved.remember(&source.id, &holder);
-        result
-    })
-    .await
-    .map_err(Arc::new)
-}
-
-/// Runs the refresher as its own task under `deadline`; a panic or an
-/// overrun becomes a [`FetchError`]. The task is aborted (dropping the
-/// refresher, which kills a command's process group) on overrun or when
-/// this future is dropped.
-async fn run_refresher<F, Fut>(
-    f: F,
-    ctx: FetchContext,
-    deadline: Duration,
-    hook: GroupHook,
-) -> Result<Fetched, FetchError>
-where
-    F: FnOnce(FetchContext) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Fetched, FetchError>> + Send + 'static,
-{
-    struct AbortOnDrop(tokio::task::AbortHandle);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let task = tokio::spawn(group::with_hook(hook, f(ctx)));
-    let _guard = AbortOnDrop(task.abort_handle());
-    match tokio::time::timeout(deadline, task).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(e)) if e.is_panic() => Err(FetchError::new(format!(
-            "refresher panicked: {}",
-            panic_message(e.into_panic())
-        ))),
-        Ok(Err(_)) => Err(FetchError::new("refresher was cancelled")),
-        Err(_) => Err(FetchError::new(format!(
-            "deadline of {} exceeded",
-            humantime::format_duration(deadline)
-        ))),
-    }
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic".into())
 }

@@ -216,7 +216,8 @@ impl Config {
                 sources,
                 shared,
                 unset: checker.unset,
-            }),
+            }
+            .with_on_down()),
             _ => Err(sorted(origin, checker.problems)),
         }
     }
@@ -299,6 +300,16 @@ impl Config {
     pub fn on_down(&self, source: &SourceConfig) -> OnDown {
         let tier = self.shared.as_ref().map(|s| s.on_down);
         source.on_down.or(tier).unwrap_or_default()
+    }
+
+    /// Puts each source's resolved `on_down` into its policy, where the
+    /// refresh path reads it.
+    fn with_on_down(mut self) -> Self {
+        let resolved: Vec<OnDown> = self.sources.iter().map(|s| self.on_down(s)).collect();
+        for (source, on_down) in self.sources.iter_mut().zip(resolved) {
+            source.policy.on_down = on_down;
+        }
+        self
     }
 }
 

@@ -102,4 +102,4 @@ pub use refresh::Refreshed;
 
 pub use error::{Error, Result};
 pub use refresher::{FetchContext, FetchError, Fetched, Refresher, Validators};
-pub use source::{Guard, InvalidSource, Policy, SourceId};
+pub use source::{Guard, InvalidSource, OnDown, Policy, SourceId};

@@ -271,28 +271,37 @@ impl Holder {
     ) -> Result<Refreshed> {
         let took = started.until(Timestamp::now());
         let result = match outcome {
-            Ok(Fetched::Data { bytes, validators }) => check_json(&bytes)
-                .and_then(|()| self.guard(&bytes, policy))
-                .and_then(|()| self.commit(&bytes, validators, policy, started, took)),
+            Ok(Fetched::Data { bytes, validators }) => self
+                .vet(&bytes, policy)
+                .and_then(|()| self.commit(&bytes, validators, policy, started, took, None)),
             Ok(Fetched::NotModified { validators }) => self.renew(validators, policy, started),
             Err(e) => Err(e),
         };
-        match result {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                let mut message = e.message().to_owned();
-                self.record_failure(&e, policy, started);
-                if let Some((_, unsaved)) = self.unsaved() {
-                    message =
-                        format!("{message} (and the failure record was not saved: {unsaved})");
-                }
-                Err(Error::RefreshFailed {
-                    id: self.id.clone(),
-                    message,
-                    joined: false,
-                })
-            }
+        result.map_err(|e| self.failed(&e, policy, started))
+    }
+
+    /// Records a failure and returns it as the caller's error.
+    fn failed(&mut self, e: &FetchError, policy: &Policy, started: Timestamp) -> Error {
+        let mut message = e.message().to_owned();
+        self.record_failure(e, policy, started);
+        if let Some((_, unsaved)) = self.unsaved() {
+            message = format!("{message} (and the failure record was not saved: {unsaved})");
         }
+        Error::RefreshFailed {
+            id: self.id.clone(),
+            message,
+            joined: false,
+        }
+    }
+
+    /// Fails unless `bytes` is JSON that the policy's guard lets replace
+    /// the current payload.
+    ///
+    /// # Errors
+    ///
+    /// The [`FetchError`] to record.
+    pub fn vet(&self, bytes: &[u8], policy: &Policy) -> Result<(), FetchError> {
+        check_json(bytes).and_then(|()| self.guard(bytes, policy))
     }
 
     /// Refuses a payload that the policy's guard refuses against the
@@ -325,7 +334,8 @@ impl Holder {
         (!crate::source::is_empty_json(&payload.bytes)).then_some(size)
     }
 
-    /// Commits a payload: payload file, then sidecar, then directory fsync.
+    /// Commits a payload: payload file (with `at` as its mtime when given),
+    /// then sidecar, then directory fsync.
     fn commit(
         &mut self,
         bytes: &[u8],
@@ -333,10 +343,15 @@ impl Holder {
         policy: &Policy,
         started: Timestamp,
         took: Duration,
+        at: Option<SystemTime>,
     ) -> Result<Refreshed, FetchError> {
         let prefix = Layout::temp_prefix(&self.id);
-        let mtime = store::write_atomic(&self.layout.payload(&self.id), &prefix, bytes)
-            .map_err(|e| FetchError::new(format!("commit failed: {e}")))?;
+        let path = self.layout.payload(&self.id);
+        let mtime = match at {
+            Some(at) => store::write_atomic_at(&path, &prefix, bytes, at),
+            None => store::write_atomic(&path, &prefix, bytes),
+        }
+        .map_err(|e| FetchError::new(format!("commit failed: {e}")))?;
         let mut meta = self.meta.clone();
         let fetched = Timestamp::from(mtime);
         // Saturates: u64::MAX stays u64::MAX (a revision never wraps to 0).
@@ -452,7 +467,7 @@ impl Holder {
         let now = Timestamp::now();
         let validators = crate::Validators::default();
         check_json(bytes)
-            .and_then(|()| self.commit(bytes, validators, policy, now, Duration::ZERO))
+            .and_then(|()| self.commit(bytes, validators, policy, now, Duration::ZERO, None))
             .map(|r| r.revision())
             .map_err(|e| Error::RefreshFailed {
                 id: self.id.clone(),
@@ -465,39 +480,86 @@ impl Holder {
 impl Holder {
     /// Commits a seed file's bytes as a payload fetched at `fetched` (the
     /// seed's mtime), so that an old seed is served as stale: the payload's
-    /// mtime is set to it and the sidecar written again with it.
+    /// mtime and the sidecar's `fetched_at` are set to it.
     ///
     /// # Errors
     ///
     /// [`Error::RefreshFailed`] when `bytes` is not JSON or cannot be
-    /// written, [`Error::Io`] when the mtime cannot be set.
+    /// written.
     pub fn commit_seed(
         mut self,
         bytes: &[u8],
         policy: &Policy,
         fetched: SystemTime,
     ) -> Result<u64> {
-        let fetched = Timestamp::from(fetched);
+        let fetched = Timestamp::from(fetched).system_time();
         let started = Timestamp::now();
+        let validators = crate::Validators::default();
         check_json(bytes)
             .and_then(|()| {
                 self.commit(
                     bytes,
-                    crate::Validators::default(),
+                    validators,
                     policy,
                     started,
                     Duration::ZERO,
+                    Some(fetched),
                 )
             })
+            .map(|r| r.revision())
             .map_err(|e| Error::RefreshFailed {
                 id: self.id.clone(),
                 message: e.message().to_owned(),
                 joined: false,
-            })?;
-        store::touch(&self.layout.payload(&self.id), fetched.system_time())?;
-        let meta = self.meta.clone();
-        self.succeeded(meta, fetched, policy, started);
-        Ok(self.meta.revision)
+            })
+    }
+
+    /// Lands a payload the origin produced at `fetched` (the shared tier's
+    /// copy, fetched by this host or another): committed with `fetched` as
+    /// its mtime and `fetched_at` (clamped to now: a skewed clock elsewhere
+    /// never dates a payload in the future), with its validators. The same
+    /// bytes as the current payload only move its freshness forward
+    /// ([`Refreshed::NotModified`]); a copy not newer than the current
+    /// payload is never written (nothing goes backwards), and the outcome
+    /// is then [`Refreshed::NotModified`] with the revision unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RefreshFailed`] when `bytes` is not JSON or cannot be
+    /// written, after recording the failure.
+    pub fn land(
+        &mut self,
+        bytes: &[u8],
+        validators: crate::Validators,
+        fetched: SystemTime,
+        policy: &Policy,
+    ) -> Result<Refreshed> {
+        let started = Timestamp::now();
+        let fetched = Timestamp::from(fetched.min(SystemTime::now()));
+        let payload = self.layout.payload(&self.id);
+        let current = payload.exists().then_some(self.meta.fetched_at).flatten();
+        let kept = Refreshed::NotModified {
+            revision: self.meta.revision,
+        };
+        let same = self.meta.revision > 0
+            && current.is_some()
+            && self.meta.sha256.as_deref() == Some(&hex::encode(Sha256::digest(bytes)));
+        if current.is_some_and(|c| c >= fetched) {
+            return Ok(kept);
+        }
+        let result = if same {
+            let mut meta = self.meta.clone();
+            meta.validators = validators;
+            store::touch(&payload, fetched.system_time())
+                .map(|()| self.succeeded(meta, fetched, policy, started))
+                .map(|()| kept)
+                .map_err(|e| FetchError::new(e.to_string()))
+        } else {
+            let at = Some(fetched.system_time());
+            check_json(bytes)
+                .and_then(|()| self.commit(bytes, validators, policy, started, Duration::ZERO, at))
+        };
+        result.map_err(|e| self.failed(&e, policy, started))
     }
 }
 
@@ -588,6 +650,43 @@ mod tests {
         assert!(
             matches!(err, Error::RefreshFailed { joined: true, ref message, .. } if message == "boom")
         );
+    }
+
+    /// A holder of `t/x` on a fresh root under `dir`.
+    fn holder(dir: &std::path::Path) -> Holder {
+        let layout = Layout::new(dir);
+        store::ensure_source_dirs(&layout, &id()).unwrap();
+        let lock = SourceLock::try_acquire(&layout.lock(&id()))
+            .unwrap()
+            .unwrap();
+        Holder::start(&layout, &id(), lock, Duration::from_secs(5)).unwrap()
+    }
+
+    #[test]
+    fn landed_copy_keeps_the_origin_time_and_never_goes_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Policy::default();
+        let mut h = holder(dir.path());
+        let now = SystemTime::now();
+        let at = |s: u64| now - Duration::from_secs(s);
+        let landed = h.land(b"[2]", crate::Validators::default(), at(10), &policy);
+        assert_eq!(landed.unwrap(), Refreshed::Committed { revision: 1 });
+        let path = h.layout.payload(&id());
+        let mtime = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+        assert_eq!(Timestamp::from(mtime(&path)), Timestamp::from(at(10)));
+        // An older copy is not written.
+        let older = h.land(b"[1]", crate::Validators::default(), at(60), &policy);
+        assert_eq!(older.unwrap(), Refreshed::NotModified { revision: 1 });
+        assert_eq!(std::fs::read(&path).unwrap(), b"[2]");
+        // The same bytes, fetched later: only the time moves.
+        let later = h.land(b"[2]", crate::Validators::default(), at(1), &policy);
+        assert_eq!(later.unwrap(), Refreshed::NotModified { revision: 1 });
+        assert_eq!(Timestamp::from(mtime(&path)), Timestamp::from(at(1)));
+        // A copy dated in the future (a skewed clock) is dated now.
+        let future = SystemTime::now() + Duration::from_secs(3600);
+        let skewed = h.land(b"[3]", crate::Validators::default(), future, &policy);
+        assert_eq!(skewed.unwrap(), Refreshed::Committed { revision: 2 });
+        assert!(mtime(&path) <= SystemTime::now());
     }
 
     #[test]

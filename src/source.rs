@@ -168,6 +168,23 @@ pub struct Policy {
     /// under another definition is stale at once. `None`: not tracked (a
     /// recorded one is then never judged changed).
     pub definition: Option<String>,
+    /// Whether refreshes go through the cache's shared tier, when it has
+    /// one (docs/SHARED.md); `false` (`shared = false` in the config)
+    /// keeps the source to this host.
+    pub shared: bool,
+    /// What a refresh does while the shared tier is unreachable.
+    pub on_down: OnDown,
+}
+
+/// What a source does while the shared tier is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDown {
+    /// Refresh on its own, as without a shared tier.
+    #[default]
+    Local,
+    /// Make no upstream call; serve what is on disk (a failure naming the
+    /// tier is recorded, so the source backs off and says why).
+    Hold,
 }
 
 impl Default for Policy {
@@ -181,6 +198,8 @@ impl Default for Policy {
             max_output: crate::refresher::DEFAULT_MAX_OUTPUT,
             guard: Guard::default(),
             definition: None,
+            shared: true,
+            on_down: OnDown::Local,
         }
     }
 }

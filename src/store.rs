@@ -56,7 +56,23 @@ pub fn ensure_source_dirs(layout: &crate::Layout, id: &crate::SourceId) -> Resul
 /// [`Error::Refused`] when `dest` or its directory is not a regular file or
 /// a real directory.
 pub fn write_atomic(dest: &Path, prefix: &str, bytes: &[u8]) -> Result<SystemTime> {
-    replace(dest, prefix, bytes, true)
+    replace(dest, prefix, bytes, true, None)
+}
+
+/// [`write_atomic`] with the file's mtime set to `mtime` before the rename
+/// (a payload fetched elsewhere keeps the time its origin produced it), so
+/// that no reader ever sees it with another mtime. Returns `mtime`.
+///
+/// # Errors
+///
+/// As [`write_atomic`]; [`Error::Io`] when the mtime cannot be set.
+pub fn write_atomic_at(
+    dest: &Path,
+    prefix: &str,
+    bytes: &[u8],
+    mtime: SystemTime,
+) -> Result<SystemTime> {
+    replace(dest, prefix, bytes, true, Some(mtime))
 }
 
 /// Like [`write_atomic`] but without the fsync: readers still never see a
@@ -67,15 +83,21 @@ pub fn write_atomic(dest: &Path, prefix: &str, bytes: &[u8]) -> Result<SystemTim
 ///
 /// As [`write_atomic`].
 pub fn write_advisory(dest: &Path, prefix: &str, bytes: &[u8]) -> Result<SystemTime> {
-    replace(dest, prefix, bytes, false)
+    replace(dest, prefix, bytes, false, None)
 }
 
-fn replace(dest: &Path, prefix: &str, bytes: &[u8], durable: bool) -> Result<SystemTime> {
+fn replace(
+    dest: &Path,
+    prefix: &str,
+    bytes: &[u8],
+    durable: bool,
+    mtime: Option<SystemTime>,
+) -> Result<SystemTime> {
     let (dir_path, name) = beneath::split(dest)?;
     let dir = open_dir(dir_path, "create temp file in")?;
     dir.check_regular(name, "replace")?;
     let (mut file, tmp) = dir.create_temp(prefix, TEMP_SUFFIX)?;
-    let written = write_temp(&mut file, bytes, durable, &dir.path().join(&tmp))
+    let written = write_temp(&mut file, bytes, (durable, mtime), &dir.path().join(&tmp))
         .and_then(|mtime| dir.rename(&tmp, name).map(|()| mtime));
     if written.is_err() {
         let _ = dir.remove_file(tmp.as_ref(), "remove temp file");
@@ -83,9 +105,20 @@ fn replace(dest: &Path, prefix: &str, bytes: &[u8], durable: bool) -> Result<Sys
     written
 }
 
-fn write_temp(file: &mut File, bytes: &[u8], durable: bool, path: &Path) -> Result<SystemTime> {
+/// Writes, sets the mtime when given, fsyncs when `durable`; returns the
+/// mtime.
+fn write_temp(
+    file: &mut File,
+    bytes: &[u8],
+    (durable, mtime): (bool, Option<SystemTime>),
+    path: &Path,
+) -> Result<SystemTime> {
     file.write_all(bytes)
         .map_err(|e| Error::io("write temp file", path, e))?;
+    if let Some(at) = mtime {
+        file.set_modified(at)
+            .map_err(|e| Error::io("set mtime of temp file", path, e))?;
+    }
     if durable {
         file.sync_all()
             .map_err(|e| Error::io("fsync temp file", path, e))?;
@@ -365,6 +398,19 @@ mod tests {
         assert_eq!(names.len(), 1);
         let mode = fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, FILE_MODE);
+    }
+
+    #[test]
+    fn write_atomic_at_gives_the_payload_the_origin_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("x.json");
+        let origin = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        assert_eq!(
+            write_atomic_at(&dest, ".x.", b"[1]", origin).unwrap(),
+            origin
+        );
+        let p = read_payload(&dest).unwrap().unwrap();
+        assert_eq!((p.bytes.as_slice(), p.modified), (&b"[1]"[..], origin));
     }
 
     #[test]

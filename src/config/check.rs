@@ -169,7 +169,7 @@ impl<'a> Checker<'a> {
                 backoff_cap: backoff_cap?.unwrap_or(b.backoff_cap),
                 max_output,
                 guard: guard?,
-                definition: None,
+                ..Policy::default()
             },
             max_output,
         };

@@ -45,19 +45,20 @@ impl Checker<'_> {
         let refresher = self.refresher(scope, span, raw, policy.as_ref().ok());
         let shared = self.shared_switch(scope, &raw.shared);
         let on_down = self.on_down(scope, &raw.on_down);
-        let (policy, refresher) = (policy?, refresher?);
+        let (policy, refresher, shared) = (policy?, refresher?, shared?);
         let definition = super::definition::hash(raw, &refresher);
         let seed = self.seed(scope, &raw.seed, policy.max_output);
         Ok(SourceConfig {
             id: id?,
             policy: Policy {
                 definition: Some(definition),
+                shared,
                 ..policy.policy
             },
             refresher,
             disabled: self.disabled.take(),
             seed: seed?,
-            shared: shared?,
+            shared,
             on_down: on_down?,
         })
     }

@@ -27,15 +27,7 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// What stands in for the password wherever the URL is shown.
 const REDACTED: &str = "<redacted>";
 
-/// What a source does while the shared tier is unreachable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnDown {
-    /// Refresh on its own, as without a shared tier.
-    #[default]
-    Local,
-    /// Make no upstream call; serve what is on disk.
-    Hold,
-}
+pub use crate::source::OnDown;
 
 /// `[shared]`: the Redis server the hosts share.
 #[derive(Clone, PartialEq, Eq)]

@@ -2,7 +2,8 @@
 //! down a newer shared copy, else take the lease and refresh (with the
 //! shared validators) and commit under the fence, else wait for the holder
 //! on the events stream and look again. This is the seam the refresh path
-//! is to call after its host-wide claim; it touches no local file.
+//! calls after its host-wide claim (src/cache/shared.rs); it touches no
+//! local file.
 
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -60,7 +61,9 @@ pub enum Flight {
     /// Unix epoch, server time).
     Backoff(i64),
     /// This host's refresh failed; the shared backoff now runs until
-    /// `next_retry_at_ms` when it was recorded.
+    /// `next_retry_at_ms` when it was recorded. (A failure refused because a
+    /// newer fence committed meanwhile ends as [`Flight::CopyDown`] of that
+    /// copy instead.)
     Failed {
         /// The refresher's error.
         message: String,
@@ -114,7 +117,7 @@ where
 }
 
 /// Added to the refresh deadline for the lease's expiry.
-const LEASE_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const LEASE_GRACE: Duration = Duration::from_secs(5);
 
 /// The holder's part: refresh, then commit or record the failure.
 async fn hold_flight<F, Fut>(
@@ -205,6 +208,14 @@ async fn record(
         retry_after: refused.retry_after,
     };
     let next_retry_at_ms = tier.record_failure(lease, &failure).await?;
+    // Refused as stale: a newer fence committed while this host refreshed
+    // (it was paused past its lease, say): that copy is the outcome.
+    if next_retry_at_ms.is_none()
+        && let Some(newer) = tier.read_copy(&lease.source).await?
+        && newer.fence > lease.fence
+    {
+        return Ok(Flight::CopyDown(newer));
+    }
     Ok(Flight::Failed {
         message: refused.message,
         next_retry_at_ms,

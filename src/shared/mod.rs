@@ -12,8 +12,9 @@
 //! - `keys`: the key names of one namespace.
 //! - `scripts`: the Lua scripts, each run atomically by the server.
 //! - `client`: the connection, its timeouts, reconnect backoff and status.
-//! - `flight`: [`fly`], one refresh across hosts over the operations (the
-//!   seam the refresh path is to call; not called yet).
+//! - `flight`: [`fly`], one refresh across hosts over the operations,
+//!   called by the refresh path (src/cache/shared.rs) after its host-wide
+//!   claim.
 //! - `ops`: the typed operations over the scripts and commands.
 //! - `types`: what they take and return.
 //! - `error`: [`SharedError`].
@@ -28,6 +29,7 @@ mod types;
 
 pub use client::{SharedTier, TierStatus};
 pub use error::SharedError;
+pub(crate) use flight::LEASE_GRACE;
 pub use flight::{Flight, Produced, Refused, SharedValidators, fly};
 pub use keys::Keys;
 /// `cache` with every refresh going through the shared tier of `settings`

@@ -14,6 +14,7 @@ use discocache::{Cache, Source, SourceId};
 use crate::helpers::redis::RedisServer;
 
 mod flight;
+mod hosts;
 mod outage;
 
 /// Longest any test waits for something to happen.

@@ -108,6 +108,8 @@ fn the_full_shape_parses_with_defaults_applied() {
             max_output: 512 << 10,
             guard: crate::Guard::default(),
             definition: router.policy.definition.clone(),
+            shared: true,
+            on_down: crate::OnDown::Local,
         }
     );
     let Refresher::Http(http) = &router.refresher else {

@@ -62,6 +62,9 @@ shared = false
     assert_eq!(config.on_down(b), OnDown::Hold);
     assert!(a.shared);
     assert!(!b.shared);
+    // The policy carries both, resolved, for the refresh path.
+    assert_eq!((a.policy.shared, a.policy.on_down), (true, OnDown::Local));
+    assert_eq!((b.policy.shared, b.policy.on_down), (false, OnDown::Hold));
 }
 
 #[test]
