@@ -362,3 +362,70 @@ async fn library_source_with_shared_false_never_talks_to_the_tier() {
     let key = format!("discocache:{{{ID}}}:data");
     assert_eq!(redis.raw(&["HGET", &key, "payload"]), "[2]");
 }
+
+/// A holder stalled past its lease (here: its refresher blocks the thread
+/// until the test lets it go, so no deadline of its own runs meanwhile)
+/// comes back with a payload after another host took the lease over and
+/// committed: Redis refuses the late commit and the stalled host takes the
+/// newer copy; nothing goes backwards on either host or in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn late_commit_of_a_holder_stalled_past_its_lease_is_refused() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let host = |dir: &Path| {
+        let mut settings = discocache::config::SharedSettings::new(&redis.url());
+        settings.namespace = "t".into();
+        let tier = Arc::new(discocache::shared::SharedTier::new(settings).unwrap());
+        discocache::Cache::open(dir).unwrap().with_shared(tier)
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (host(dir_a.path()), host(dir_b.path()));
+    let mut source = discocache::Source::parse(ID).unwrap();
+    source.policy.refresh_deadline = Duration::from_secs(1);
+    source.policy.backoff_base = Duration::from_secs(30);
+    let data = |bytes: &[u8]| {
+        Ok(discocache::Fetched::Data {
+            bytes: bytes.to_vec(),
+            validators: discocache::Validators::default(),
+        })
+    };
+    let (started, on_start) = tokio::sync::oneshot::channel();
+    let (release, on_release) = std::sync::mpsc::channel::<()>();
+    let stalled = tokio::spawn({
+        let (a, source) = (a.clone(), source.clone());
+        async move {
+            a.refresh(&source, move |_| {
+                started.send(()).unwrap();
+                on_release.recv().unwrap();
+                std::future::ready(data(br#"{"by":"a"}"#))
+            })
+            .await
+        }
+    });
+    on_start.await.unwrap();
+    // B waits out A's lease (refresh deadline + grace), takes it over and
+    // commits under the next fence.
+    let by_b = b
+        .refresh(&source, move |_| std::future::ready(data(br#"{"by":"b"}"#)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(by_b, discocache::Refreshed::Committed { .. }),
+        "{by_b:?}"
+    );
+    assert_eq!(shared_field(&redis, "fence"), "2");
+    release.send(()).unwrap();
+    let by_a = stalled.await.unwrap();
+    assert!(
+        matches!(by_a, Ok(discocache::Refreshed::Joined { .. })),
+        "A's late commit must be refused and B's copy taken: {by_a:?}"
+    );
+    assert_eq!(shared_field(&redis, "fence"), "2");
+    assert_eq!(shared_field(&redis, "payload"), r#"{"by":"b"}"#);
+    for dir in [&dir_a, &dir_b] {
+        let bytes = std::fs::read(payload(dir.path())).unwrap();
+        assert_eq!(bytes, br#"{"by":"b"}"#, "{}", dir.path().display());
+    }
+    assert_eq!(events(&redis), ":1", "one commit event: B's");
+}
