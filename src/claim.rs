@@ -45,9 +45,28 @@ pub struct PayloadStamp(Option<(SystemTime, u64, u64)>);
 impl PayloadStamp {
     /// The payload of `id` now.
     pub fn of(layout: &Layout, id: &SourceId) -> Self {
+        Self::at(&layout.payload(id))
+    }
+
+    /// The payload at `path` now.
+    pub fn at(path: &std::path::Path) -> Self {
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::symlink_metadata(layout.payload(id)).ok();
+        let meta = std::fs::symlink_metadata(path).ok();
         Self(meta.and_then(|m| Some((m.modified().ok()?, m.len(), m.ino()))))
+    }
+
+    /// True when `now` is a payload committed after `self` was taken:
+    /// another file (every commit renames a new one in), another size, or
+    /// a later mtime (a "not modified" renewal). A payload gone, or an
+    /// mtime set back (an invalidation), is no commit.
+    pub fn committed_since(self, now: Self) -> bool {
+        match (self.0, now.0) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some((t0, len0, ino0)), Some((t1, len1, ino1))) => {
+                ino0 != ino1 || len0 != len1 || t1 > t0
+            }
+        }
     }
 }
 

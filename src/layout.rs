@@ -155,6 +155,18 @@ impl Layout {
     }
 }
 
+/// The payload of the source whose lock file is `lock` (the inverse of
+/// [`Layout::lock`]: `<tier>/.discocache/<name>.flock` names
+/// `<tier>/<name>.json`); `None` for a path that is not a lock file's.
+pub fn payload_of_lock(lock: &Path) -> Option<PathBuf> {
+    let name = lock.file_name()?.to_str()?.strip_suffix(LOCK)?;
+    let state = lock.parent()?;
+    if state.file_name()? != STATE_DIR {
+        return None;
+    }
+    Some(state.parent()?.join(format!("{name}{PAYLOAD}")))
+}
+
 /// The suffix of every temp file.
 pub const TEMP_SUFFIX: &str = TEMP;
 

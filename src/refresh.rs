@@ -176,6 +176,9 @@ impl Holder {
         lock: SourceLock,
         deadline: Duration,
     ) -> Result<Self> {
+        // A commit since the lock was asked for (or since a wait for
+        // fizeau's refresh began) is someone else's refresh: joined.
+        let asked_at = lock.payload_before();
         let (marker, unmarked, waited_since) = match claim::claim(layout, id, deadline) {
             Ok(claimed) => {
                 if claimed.replaced {
@@ -208,8 +211,8 @@ impl Holder {
         if recorded != Some(holder.meta.revision) {
             holder.adopt_payload();
         }
-        if let Some(before) = waited_since {
-            let changed = claim::PayloadStamp::of(layout, id) != before;
+        if let Some(before) = asked_at.or(waited_since) {
+            let changed = before.committed_since(claim::PayloadStamp::of(layout, id));
             holder.joined = changed.then_some(Refreshed::Joined {
                 revision: holder.meta.revision,
             });
