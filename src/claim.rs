@@ -14,12 +14,18 @@ use crate::fizeau::lock::{LockRules, ShortLock};
 use crate::fizeau::marker::{self, Claim, FizeauMarker, Owner};
 use crate::fizeau::{Names, pid_alive};
 use crate::layout::Layout;
+use crate::lock::SourceLock;
 use crate::meta::{Marker, Timestamp};
 use crate::source::SourceId;
 
 /// Pause between looks at a live fizeau marker (no event tells when fizeau
-/// removes it).
+/// removes it), or at format 1's lock held by a format 1 process.
 const POLL: Duration = Duration::from_millis(20);
+
+/// How long after a format 1 root was upgraded format 1 processes may still
+/// run: until then each source's format 1 lock file `<name>.lock` is kept
+/// and every claim takes its flock too (docs/FORMAT.md, "Upgrade").
+pub const FORMAT1_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// Our marker, written; and, when we found a live fizeau marker and waited
 /// for it, the payload as it was then (that refresh's outcome is read from
@@ -34,6 +40,10 @@ pub struct Claimed {
     /// A stale or abandoned marker was replaced: its holder may have left
     /// temp files.
     pub replaced: bool,
+    /// Format 1's flock on `<name>.lock`, when format 1 processes may still
+    /// run: held to the end of the refresh, and the marker's later changes
+    /// are made under it.
+    pub format1: Option<SourceLock>,
 }
 
 /// What tells one payload file from the next: mtime, size and inode
@@ -100,12 +110,18 @@ pub fn claim(
     let token = format!("{:016x}", fastrand::u64(..));
     let started = Instant::now();
     let bound = deadline * (2 + 2 * crate::fizeau::STALENESS_MULTIPLIER) + Duration::from_secs(1);
+    let format1 = take_format1(layout, id, Some(bound)).map_err(|e| match &e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut => {
+            NotClaimed::Timeout(e)
+        }
+        _ => NotClaimed::Unwritable(e),
+    })?;
     let mut waited_since = None;
     loop {
         // Taken before the marker is judged: a fizeau commit that lands
         // right after it was judged live still reads as a change.
         let before = waited_since.is_none().then(|| PayloadStamp::of(layout, id));
-        let short = ShortLock::acquire(&dir, &names, &LockRules::default()).map_err(unwritable)?;
+        let short = marker_lock(&dir, &names, format1.as_ref()).map_err(unwritable)?;
         let found =
             marker::claim(&short, Timestamp::now(), deadline, &token).map_err(unwritable)?;
         drop(short);
@@ -118,6 +134,7 @@ pub fn claim(
                     marker: ours(&marker, &token),
                     waited_since,
                     replaced: replaced.is_some(),
+                    format1,
                 });
             }
             Claim::Busy(theirs, _) => {
@@ -135,6 +152,61 @@ pub fn claim(
                 }
             }
         }
+    }
+}
+
+/// The lock marker changes are made under: format 1's flock when the
+/// caller holds it, else fizeau's short lock.
+fn marker_lock<'a>(
+    dir: &'a TierDir,
+    names: &'a Names,
+    format1: Option<&SourceLock>,
+) -> Result<ShortLock<'a>> {
+    match format1 {
+        Some(held) => Ok(ShortLock::under_format1(dir, names, held)),
+        None => ShortLock::acquire(dir, names, &LockRules::default()),
+    }
+}
+
+/// True while format 1 processes may still run on this root: it was
+/// upgraded from format 1 less than [`FORMAT1_GRACE`] ago.
+fn format1_may_run(layout: &Layout) -> bool {
+    let upgraded = std::fs::symlink_metadata(layout.format1_file()).and_then(|m| m.modified());
+    upgraded.is_ok_and(|t| t.elapsed().unwrap_or_default() < FORMAT1_GRACE)
+}
+
+/// Takes format 1's flock on `<name>.lock` when format 1 processes may
+/// still run and that name holds format 1's empty lock file (fizeau's
+/// short lock has content). A format 1 process refreshing holds it: waits
+/// for it, at most `bound` (`None`: does not wait).
+///
+/// # Errors
+///
+/// [`Error::Io`] when the file cannot be locked, or (`TimedOut`) when it
+/// was held past the bound or, with no bound, is held now.
+pub fn take_format1(
+    layout: &Layout,
+    id: &SourceId,
+    bound: Option<Duration>,
+) -> Result<Option<SourceLock>> {
+    let path = layout.legacy_lock(id);
+    let empty = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0);
+    if !empty || !format1_may_run(layout) {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    loop {
+        if let Some(lock) = SourceLock::try_acquire(&path)? {
+            return Ok(Some(lock));
+        }
+        if bound.is_none_or(|b| started.elapsed() > b) {
+            let cause = std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "held by a format 1 discocache process refreshing",
+            );
+            return Err(Error::io("take format 1's lock", &path, cause));
+        }
+        std::thread::sleep(POLL);
     }
 }
 
@@ -197,10 +269,15 @@ fn abandoned_discocache(m: &FizeauMarker) -> Option<Marker> {
 /// # Errors
 ///
 /// [`Error::Io`] when the short lock cannot be had or the marker removed.
-pub fn release(layout: &Layout, id: &SourceId, token: &str) -> Result<bool> {
+pub fn release(
+    layout: &Layout,
+    id: &SourceId,
+    token: &str,
+    format1: Option<&SourceLock>,
+) -> Result<bool> {
     let dir = TierDir::open(&layout.tier_dir(id))?;
     let names = Names::new(id.name())?;
-    let short = ShortLock::acquire(&dir, &names, &LockRules::default())?;
+    let short = marker_lock(&dir, &names, format1)?;
     let removed = short.remove_marker_if_ours(token)?;
     short.release()?;
     Ok(removed)
@@ -228,8 +305,13 @@ pub struct Cleared {
 pub fn clear_abandoned(layout: &Layout, id: &SourceId, deadline: Duration) -> Result<Cleared> {
     let dir = TierDir::open(&layout.tier_dir(id))?;
     let names = Names::new(id.name())?;
-    let short = ShortLock::acquire(&dir, &names, &LockRules::default())?;
     let mut cleared = Cleared::default();
+    // A format 1 process refreshing it: in flight, as a live fizeau marker.
+    let Ok(format1) = take_format1(layout, id, None) else {
+        cleared.fizeau_refreshing = true;
+        return Ok(cleared);
+    };
+    let short = marker_lock(&dir, &names, format1.as_ref())?;
     if let Some(seen) = short.read_marker()? {
         let state = seen.marker.judge(Timestamp::now(), deadline, pid_alive);
         if seen.marker.owner() == Owner::Fizeau && state.is_live() {

@@ -97,6 +97,13 @@ impl Layout {
         self.state_dir().join("format")
     }
 
+    /// `<root>/.discocache/upgraded-from-format-1`: written when a format 1
+    /// root is upgraded; its mtime starts the time during which format 1
+    /// processes may still run (see `crate::claim::FORMAT1_GRACE`).
+    pub fn format1_file(&self) -> PathBuf {
+        self.state_dir().join("upgraded-from-format-1")
+    }
+
     /// The path of one of `id`'s files (not for [`FileKind::Temp`], whose
     /// names are random: use [`Layout::temp_prefix`]).
     pub fn file(&self, id: &SourceId, kind: FileKind) -> PathBuf {

@@ -159,6 +159,9 @@ pub struct Holder {
     unsaved: Option<Error>,
     marker: Marker,
     joined: Option<Refreshed>,
+    /// Format 1's flock, while format 1 processes may still run (dropped
+    /// after `_lock`'s marker is removed: fields drop in order).
+    format1: Option<SourceLock>,
     _lock: SourceLock,
 }
 
@@ -179,16 +182,16 @@ impl Holder {
         // A commit since the lock was asked for (or since a wait for
         // fizeau's refresh began) is someone else's refresh: joined.
         let asked_at = lock.payload_before();
-        let (marker, unmarked, waited_since) = match claim::claim(layout, id, deadline) {
+        let (marker, unmarked, waited_since, format1) = match claim::claim(layout, id, deadline) {
             Ok(claimed) => {
                 if claimed.replaced {
                     prune::clear_temps(layout, id)?;
                 }
-                (claimed.marker, None, claimed.waited_since)
+                (claimed.marker, None, claimed.waited_since, claimed.format1)
             }
             Err(NotClaimed::Unwritable(e)) => {
                 let why = format!("cannot write the refresh marker: {e}");
-                (Marker::new(deadline), Some(why), None)
+                (Marker::new(deadline), Some(why), None, None)
             }
             Err(NotClaimed::Timeout(e)) => return Err(e),
         };
@@ -206,6 +209,7 @@ impl Holder {
             unsaved: None,
             marker,
             joined: None,
+            format1,
             _lock: lock,
         };
         if recorded != Some(holder.meta.revision) {
@@ -510,7 +514,8 @@ impl Drop for Holder {
             return;
         }
         // Under fizeau's short lock, and only if it is still ours.
-        if let Err(e) = claim::release(&self.layout, &self.id, &self.marker.token) {
+        let format1 = self.format1.as_ref();
+        if let Err(e) = claim::release(&self.layout, &self.id, &self.marker.token, format1) {
             tracing::warn!("{}: our refresh marker is left behind: {e}", self.id);
         }
     }
