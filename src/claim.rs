@@ -283,6 +283,37 @@ pub fn release(
     Ok(removed)
 }
 
+/// Turns our marker (the one with `token`) into a failure record, under
+/// the short lock (or format 1's flock), as fizeau records a failure: with
+/// `error` and fizeau's 250 ms cooldown, so that fizeau processes do not
+/// call the failing origin again at once (while this process lives: a
+/// dead pid's record is stale to fizeau). A discocache claim, holding the
+/// flock, replaces it at once. Returns whether it was ours.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the short lock cannot be had or the marker written.
+pub fn leave_failure(
+    layout: &Layout,
+    id: &SourceId,
+    token: &str,
+    error: &str,
+    format1: Option<&SourceLock>,
+) -> Result<bool> {
+    let dir = TierDir::open(&layout.tier_dir(id))?;
+    let names = Names::new(id.name())?;
+    let short = marker_lock(&dir, &names, format1)?;
+    let ours = match short.read_marker()? {
+        Some(seen) if seen.marker.token.as_deref() == Some(token) => {
+            short.write_marker(&seen.marker.failed(Timestamp::now(), error))?;
+            true
+        }
+        _ => false,
+    };
+    short.release()?;
+    Ok(ours)
+}
+
 /// What [`clear_abandoned`] did.
 #[derive(Debug, Default)]
 pub struct Cleared {
@@ -293,8 +324,8 @@ pub struct Cleared {
 }
 
 /// Recovery of one source whose flock the caller holds, under the short
-/// lock: removes a marker that is not a live fizeau one (killing an
-/// abandoned discocache refresher's group), and fizeau's `<name>.json.tmp`
+/// lock: removes a marker that is neither a live fizeau one nor a failure
+/// record (killing an abandoned discocache refresher's group), and fizeau's `<name>.json.tmp`
 /// once older than `deadline` with no live marker. Markers are judged with
 /// `deadline` as the source's refresh deadline.
 ///
@@ -318,11 +349,16 @@ pub fn clear_abandoned(layout: &Layout, id: &SourceId, deadline: Duration) -> Re
             cleared.fizeau_refreshing = true;
             return Ok(cleared);
         }
-        if let Some(old) = abandoned_discocache(&seen.marker) {
-            old.kill_group();
-        }
-        if short.remove_seen_marker(&seen)? {
-            cleared.removed.push(layout.marker(id));
+        // A failure record (fizeau's or ours) is no refresh: kept, as
+        // fizeau keeps it (its RefreshState reports the failure from it
+        // until the next success); the next claim replaces it.
+        if !seen.marker.failed_record() {
+            if let Some(old) = abandoned_discocache(&seen.marker) {
+                old.kill_group();
+            }
+            if short.remove_seen_marker(&seen)? {
+                cleared.removed.push(layout.marker(id));
+            }
         }
     }
     let now = Timestamp::now();

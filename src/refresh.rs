@@ -140,6 +140,10 @@ pub fn payload_record(layout: &Layout, id: &SourceId, sidecar: Sidecar) -> Meta 
 pub fn read_marker(layout: &Layout, id: &SourceId) -> Option<Marker> {
     let path = layout.marker(id);
     let bytes = store::read_optional(&path, "read marker").ok()??;
+    // A failure record (fizeau's cooldown, or ours) is no refresh running.
+    if crate::fizeau::marker::FizeauMarker::parse(&bytes).is_some_and(|m| m.failed_record()) {
+        return None;
+    }
     Marker::parse(&bytes, &path).ok()
 }
 
@@ -158,6 +162,9 @@ pub struct Holder {
     /// only in memory.
     unsaved: Option<Error>,
     marker: Marker,
+    /// The last attempt's error, when it failed: the marker is left as a
+    /// failure record fizeau honours.
+    failed: Option<String>,
     joined: Option<Refreshed>,
     /// Format 1's flock, while format 1 processes may still run (dropped
     /// after `_lock`'s marker is removed: fields drop in order).
@@ -208,6 +215,7 @@ impl Holder {
             unmarked,
             unsaved: None,
             marker,
+            failed: None,
             joined: None,
             format1,
             _lock: lock,
@@ -404,6 +412,7 @@ impl Holder {
         meta.consecutive_failures = 0;
         meta.next_retry_at = None;
         meta.definition.clone_from(&policy.definition);
+        self.failed = None;
         self.save(meta);
     }
 
@@ -425,6 +434,7 @@ impl Holder {
             |after| after.min(policy.backoff_cap),
         );
         meta.next_retry_at = Some(Timestamp::now().plus(wait));
+        self.failed = Some(e.message().to_owned());
         self.save(meta);
     }
 
@@ -514,8 +524,12 @@ impl Drop for Holder {
             return;
         }
         // Under fizeau's short lock, and only if it is still ours.
-        let format1 = self.format1.as_ref();
-        if let Err(e) = claim::release(&self.layout, &self.id, &self.marker.token, format1) {
+        let (token, format1) = (&self.marker.token, self.format1.as_ref());
+        let done = match &self.failed {
+            Some(error) => claim::leave_failure(&self.layout, &self.id, token, error, format1),
+            None => claim::release(&self.layout, &self.id, token, format1),
+        };
+        if let Err(e) = done {
             tracing::warn!("{}: our refresh marker is left behind: {e}", self.id);
         }
     }
