@@ -130,6 +130,11 @@ pub struct Meta {
     /// count as unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub definition: Option<String>,
+    /// Inode of the payload file this record describes: a payload renamed
+    /// in by someone else has another, even with the same size and mtime.
+    /// Absent in older sidecars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<u64>,
 }
 
 impl Meta {
@@ -152,6 +157,7 @@ impl Meta {
             consecutive_failures: 0,
             next_retry_at: None,
             definition: None,
+            inode: None,
         }
     }
 
@@ -354,6 +360,18 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn sidecar_records_the_payload_inode_and_older_sidecars_still_parse() {
+        let id = SourceId::parse("t/x").unwrap();
+        let mut meta = Meta::new(&id);
+        let old = serde_json::to_vec(&meta).unwrap();
+        assert!(!String::from_utf8_lossy(&old).contains("inode"));
+        assert_eq!(Meta::parse(&old, Path::new("m")).unwrap().inode, None);
+        meta.inode = Some(1234);
+        let new = serde_json::to_vec(&meta).unwrap();
+        assert_eq!(Meta::parse(&new, Path::new("m")).unwrap().inode, Some(1234));
+    }
 
     #[test]
     fn timestamps_round_trip_at_millisecond_precision() {

@@ -101,8 +101,11 @@ pub fn read_meta(layout: &Layout, id: &SourceId) -> Result<Option<Meta>> {
 /// payload present, the current time in Unix milliseconds (above any
 /// revision counted one per commit since: a commit takes longer than 1 ms).
 /// When the sidecar does not describe the payload, the record takes the
-/// payload's mtime and size, so that the next look agrees with it.
+/// payload's mtime, size and inode, so that the next look agrees with it.
+/// Another inode than the one recorded is another payload (renamed in by
+/// someone else), even with the same size and mtime.
 pub fn payload_record(layout: &Layout, id: &SourceId, sidecar: Sidecar) -> Meta {
+    use std::os::unix::fs::MetadataExt;
     let payload = std::fs::symlink_metadata(layout.payload(id)).ok();
     let Some(payload) = payload else {
         return match sidecar {
@@ -113,7 +116,8 @@ pub fn payload_record(layout: &Layout, id: &SourceId, sidecar: Sidecar) -> Meta 
     let modified = payload.modified().ok().map(Timestamp::from);
     let (mut meta, revision) = match sidecar {
         Sidecar::Intact(meta) => {
-            let newer = meta.bytes != Some(payload.len()) || modified > meta.fetched_at;
+            let renamed = meta.inode.is_some_and(|i| i != payload.ino());
+            let newer = renamed || meta.bytes != Some(payload.len()) || modified > meta.fetched_at;
             if !newer {
                 return *meta;
             }
@@ -131,8 +135,17 @@ pub fn payload_record(layout: &Layout, id: &SourceId, sidecar: Sidecar) -> Meta 
     meta.revision = revision;
     meta.fetched_at = modified;
     meta.bytes = Some(payload.len());
+    meta.inode = Some(payload.ino());
     meta.sha256 = None;
     meta
+}
+
+/// The inode of the payload file of `id` now.
+fn payload_inode(layout: &Layout, id: &SourceId) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(layout.payload(id))
+        .ok()
+        .map(|m| m.ino())
 }
 
 /// Reads a source's marker; `Ok(None)` when there is none (or it is
@@ -360,6 +373,7 @@ impl Holder {
         meta.sha256 = Some(hex::encode(Sha256::digest(bytes)));
         meta.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
         meta.validators = validators;
+        meta.inode = payload_inode(&self.layout, &self.id);
         self.succeeded(meta, fetched, policy, started);
         // The payload's rename must be durable before the commit counts.
         store::sync_dir(&self.layout.tier_dir(&self.id))
@@ -388,6 +402,7 @@ impl Holder {
         if validators != crate::Validators::default() {
             meta.validators = validators;
         }
+        meta.inode = payload_inode(&self.layout, &self.id);
         self.succeeded(meta, now, policy, started);
         Ok(Refreshed::NotModified {
             revision: self.meta.revision,

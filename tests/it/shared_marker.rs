@@ -309,3 +309,34 @@ async fn fizeau_commit_landing_before_our_claim_is_joined_not_refreshed_again() 
     let entry = cache.read(&s).unwrap().unwrap();
     assert_eq!(entry.data, b"{\"fizeau\":2}");
 }
+
+/// fizeau renames in a payload of the same size within the mtime's
+/// granularity: size and mtime match the sidecar's record, the inode does
+/// not. It is another payload, adopted under a new revision.
+#[tokio::test]
+async fn same_size_payload_renamed_in_with_the_same_mtime_is_adopted() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path().join("root")).unwrap();
+    let s = source("discovery/models");
+    let payload = cache.layout().payload(&s.id);
+    assert_eq!(cache.write(&s, b"[1]".to_vec()).await.unwrap(), 1);
+    let ours = fs::metadata(&payload).unwrap();
+    assert_eq!(cache.meta(&s.id).unwrap().unwrap().inode, Some(ours.ino()));
+
+    write_as_fizeau(&payload, b"[2]");
+    let file = fs::File::open(&payload).unwrap();
+    file.set_modified(ours.modified().unwrap()).unwrap();
+    let theirs = file.metadata().unwrap();
+    assert_eq!(
+        (theirs.len(), theirs.modified().unwrap()),
+        (ours.len(), ours.modified().unwrap())
+    );
+
+    assert_eq!(cache.adopt(&s.id).unwrap(), Some(2), "not adopted");
+    let meta = cache.meta(&s.id).unwrap().unwrap();
+    assert_eq!(meta.inode, Some(theirs.ino()));
+    let sha = hex::encode(Sha256::digest(b"[2]"));
+    assert_eq!(meta.sha256.as_deref(), Some(sha.as_str()));
+    assert_eq!(cache.adopt(&s.id).unwrap(), None, "adopted twice");
+}
