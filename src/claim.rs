@@ -314,6 +314,39 @@ pub fn leave_failure(
     Ok(ours)
 }
 
+/// Records the refresher's process group `pgid` in our marker (the one
+/// with `token`), under the short lock (or format 1's flock), so that a
+/// claimant after our crash can kill the group. Returns whether the marker
+/// was still ours.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the short lock cannot be had or the marker written.
+pub fn record_group(
+    layout: &Layout,
+    id: &SourceId,
+    token: &str,
+    pgid: i32,
+    format1: Option<&SourceLock>,
+) -> Result<bool> {
+    let dir = TierDir::open(&layout.tier_dir(id))?;
+    let names = Names::new(id.name())?;
+    let short = marker_lock(&dir, &names, format1)?;
+    let ours = match short.read_marker()? {
+        Some(seen) if seen.marker.token.as_deref() == Some(token) => {
+            let with_group = FizeauMarker {
+                pgid: Some(pgid),
+                ..seen.marker
+            };
+            short.write_marker(&with_group)?;
+            true
+        }
+        _ => false,
+    };
+    short.release()?;
+    Ok(ours)
+}
+
 /// What [`clear_abandoned`] did.
 #[derive(Debug, Default)]
 pub struct Cleared {
@@ -367,4 +400,33 @@ pub fn clear_abandoned(layout: &Layout, id: &SourceId, deadline: Duration) -> Re
     }
     short.release()?;
     Ok(cleared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_is_recorded_only_in_our_marker_and_under_the_short_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let id = SourceId::parse("t/x").unwrap();
+        std::fs::create_dir_all(layout.tier_dir(&id)).unwrap();
+        let claimed = claim(&layout, &id, Duration::from_secs(10)).expect("claimed");
+        let token = claimed.marker.token;
+        let read = || {
+            let bytes = std::fs::read(layout.marker(&id)).unwrap();
+            FizeauMarker::parse(&bytes).unwrap()
+        };
+
+        assert!(record_group(&layout, &id, &token, 4242, None).unwrap());
+        assert_eq!((read().pgid, read().token), (Some(4242), Some(token)));
+        assert!(
+            !layout.fizeau_lock(&id).exists(),
+            "the short lock is released"
+        );
+
+        assert!(!record_group(&layout, &id, "someone-else", 1, None).unwrap());
+        assert_eq!(read().pgid, Some(4242), "a marker not ours is left alone");
+    }
 }

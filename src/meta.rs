@@ -4,15 +4,13 @@
 //! UTC strings with milliseconds; durations are integer milliseconds.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::refresher::Validators;
-use crate::refresher::command::group::GroupHook;
 use crate::source::SourceId;
 
 /// Version of the on-disk format written in every sidecar.
@@ -300,22 +298,6 @@ impl Marker {
                 tracing::warn!("cannot kill process group {pgid} of an abandoned refresh: {e}");
             }
         }
-    }
-
-    /// A hook that rewrites this marker at `path` with the process group of
-    /// the refresher once it is spawned (temp files named with `prefix`).
-    pub fn group_recorder(&self, path: PathBuf, prefix: String) -> GroupHook {
-        let marker = self.clone();
-        Arc::new(move |pgid| {
-            let with_group = Marker {
-                pgid: Some(pgid),
-                ..marker.clone()
-            };
-            let bytes = serde_json::to_vec(&with_group).expect("marker serialises");
-            if let Err(e) = crate::store::write_advisory(&path, &prefix, &bytes) {
-                tracing::warn!("cannot record the refresher's process group: {e}");
-            }
-        })
     }
 
     /// Parses a marker.

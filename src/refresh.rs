@@ -181,7 +181,7 @@ pub struct Holder {
     joined: Option<Refreshed>,
     /// Format 1's flock, while format 1 processes may still run (dropped
     /// after `_lock`'s marker is removed: fields drop in order).
-    format1: Option<SourceLock>,
+    format1: Option<std::sync::Arc<SourceLock>>,
     _lock: SourceLock,
 }
 
@@ -207,7 +207,8 @@ impl Holder {
                 if claimed.replaced {
                     prune::clear_temps(layout, id)?;
                 }
-                (claimed.marker, None, claimed.waited_since, claimed.format1)
+                let format1 = claimed.format1.map(std::sync::Arc::new);
+                (claimed.marker, None, claimed.waited_since, format1)
             }
             Err(NotClaimed::Unwritable(e)) => {
                 let why = format!("cannot write the refresh marker: {e}");
@@ -276,11 +277,18 @@ impl Holder {
         self.unmarked.as_deref()
     }
 
-    /// A hook that records the refresher's process group in our marker.
+    /// A hook that records the refresher's process group in our marker,
+    /// under fizeau's short lock like every marker change (or format 1's
+    /// flock, held meanwhile), and only while the marker is ours.
     pub fn group_hook(&self) -> crate::refresher::command::group::GroupHook {
-        let path = self.layout.marker(&self.id);
-        self.marker
-            .group_recorder(path, Layout::temp_prefix(&self.id))
+        let (layout, id) = (self.layout.clone(), self.id.clone());
+        let (token, format1) = (self.marker.token.clone(), self.format1.clone());
+        std::sync::Arc::new(move |pgid| {
+            let recorded = claim::record_group(&layout, &id, &token, pgid, format1.as_deref());
+            if let Err(e) = recorded {
+                tracing::warn!("{id}: cannot record the refresher's process group: {e}");
+            }
+        })
     }
 
     /// Records what the refresher returned: commits data, renews on "not
@@ -539,7 +547,7 @@ impl Drop for Holder {
             return;
         }
         // Under fizeau's short lock, and only if it is still ours.
-        let (token, format1) = (&self.marker.token, self.format1.as_ref());
+        let (token, format1) = (&self.marker.token, self.format1.as_deref());
         let done = match &self.failed {
             Some(error) => claim::leave_failure(&self.layout, &self.id, token, error, format1),
             None => claim::release(&self.layout, &self.id, token, format1),
