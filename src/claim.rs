@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::error::{Error, Result};
 use crate::fizeau::dir::TierDir;
 use crate::fizeau::lock::{LockRules, ShortLock};
-use crate::fizeau::marker::{self, Claim, FizeauMarker, Owner};
+use crate::fizeau::marker::{self, Claim, FizeauMarker, MarkerState, Owner};
 use crate::fizeau::{Names, pid_alive};
 use crate::layout::Layout;
 use crate::lock::SourceLock;
@@ -88,6 +88,10 @@ pub enum NotClaimed {
     Unwritable(Error),
     /// fizeau's refresh outlived the bound of our wait.
     Timeout(Error),
+    /// fizeau's refresh just failed and its failure record is cooling
+    /// down (fizeau's rule): its error. The origin is not called again
+    /// now; the refresh is recorded as a failure without running.
+    FizeauFailed(String),
 }
 
 /// Claims the marker of `id`, whose flock the caller holds, for a refresh
@@ -136,6 +140,11 @@ pub fn claim(
                     replaced: replaced.is_some(),
                     format1,
                 });
+            }
+            Claim::Busy(theirs, MarkerState::Cooldown) => {
+                return Err(NotClaimed::FizeauFailed(
+                    theirs.last_error.unwrap_or_default(),
+                ));
             }
             Claim::Busy(theirs, _) => {
                 if let Some(before) = before {

@@ -214,6 +214,10 @@ impl Holder {
                 let why = format!("cannot write the refresh marker: {e}");
                 (Marker::new(deadline), Some(why), None, None)
             }
+            Err(NotClaimed::FizeauFailed(error)) => {
+                let why = format!("fizeau's refresh of this source just failed: {error}");
+                (Marker::new(deadline), Some(why), None, None)
+            }
             Err(NotClaimed::Timeout(e)) => return Err(e),
         };
         let sidecar = read_sidecar(layout, id);
@@ -271,8 +275,10 @@ impl Holder {
         self.meta = Meta { revision, ..record };
     }
 
-    /// Why the marker could not be written (no space, no inodes): the
-    /// refresh is then a failure, recorded, without running the refresher.
+    /// Why the refresh must not call the origin: the marker could not be
+    /// written (no space, no inodes), or fizeau's refresh just failed and
+    /// is cooling down. The refresh is then a failure, recorded, without
+    /// running the refresher.
     pub fn unmarked(&self) -> Option<&str> {
         self.unmarked.as_deref()
     }

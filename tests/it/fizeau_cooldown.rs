@@ -112,3 +112,62 @@ async fn fizeau_maybe_refresh_right_after_our_failure_does_not_call_its_refreshe
     assert!(matches!(got, Refreshed::Committed { .. }), "{got:?}");
     assert!(!cache.layout().marker(&s.id).exists());
 }
+
+/// A live process, killed when dropped.
+struct Live(std::process::Child);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// fizeau's refresh just failed (its failure record, by a live process,
+/// within its cooldown): a refresh of ours then, or one that waited for
+/// fizeau's and saw it fail, takes that failure instead of calling the
+/// failing origin a second time.
+#[tokio::test]
+async fn fizeau_failure_cooling_down_is_taken_without_calling_the_origin_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path().join("root")).unwrap();
+    let s = source(Duration::from_secs(10));
+    fs::create_dir_all(cache.layout().tier_dir(&s.id)).unwrap();
+    let fizeau = Live(
+        std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap(),
+    );
+    let now = SystemTime::now();
+    let t = |t: SystemTime| humantime::format_rfc3339_nanos(t).to_string();
+    let record = format!(
+        r#"{{"pid":{},"started_at":"{}","deadline":"{}","last_error":"upstream 500"}}"#,
+        fizeau.0.id(),
+        t(now),
+        t(now + Duration::from_secs(5))
+    );
+    let marker = cache.layout().marker(&s.id);
+    fs::write(&marker, &record).unwrap();
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let f = move |_| async move {
+        counted.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, FetchError>(Fetched::data("[1]"))
+    };
+    let err = cache.refresh(&s, f).await.unwrap_err();
+    assert!(err.to_string().contains("upstream 500"), "{err}");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        0,
+        "the origin was called again"
+    );
+    assert_eq!(
+        fs::read_to_string(&marker).unwrap(),
+        record,
+        "fizeau's record touched"
+    );
+    let meta = cache.meta(&s.id).unwrap().expect("the failure is recorded");
+    assert!(meta.last_error.unwrap().contains("upstream 500"));
+}
