@@ -104,7 +104,7 @@ impl Layout {
         self.state_dir().join("upgraded-from-format-1")
     }
 
-    /// The path of one of `id`'s files (not for [`FileKind::Temp`], whose
+    /// The path of one of `id`'s files (not for `FileKind::Temp`, whose
     /// names are random: use [`Layout::temp_prefix`]).
     pub fn file(&self, id: &SourceId, kind: FileKind) -> PathBuf {
         let (dir, suffix) = match kind {
