@@ -128,8 +128,16 @@ pub fn claim(
         let short = marker_lock(&dir, &names, format1.as_ref()).map_err(unwritable)?;
         let found =
             marker::claim(&short, Timestamp::now(), deadline, &token).map_err(unwritable)?;
-        drop(short);
+        #[cfg(test)]
+        tests::after_marker_change();
+        let intact = short.release().map_err(unwritable)?;
         match found {
+            Claim::Claimed { .. } if !intact && !still_ours(&dir, &names, &token, &format1)? => {
+                tracing::warn!(
+                    "{id}: fizeau's short lock was broken while we held it and our marker \
+                     was replaced: judging the marker again"
+                );
+            }
             Claim::Claimed { marker, replaced } => {
                 if let Some(old) = replaced.as_ref().and_then(abandoned_discocache) {
                     old.kill_group();
@@ -162,6 +170,22 @@ pub fn claim(
             }
         }
     }
+}
+
+/// Whether the marker we wrote is still ours, judged under a fresh short
+/// lock: fizeau breaks a lock it judged dead by deleting the path
+/// (BEHAVIOUR.md §3.4), so ours may have been deleted while we held it and
+/// another process may have written its marker beside ours.
+fn still_ours(
+    dir: &TierDir,
+    names: &Names,
+    token: &str,
+    format1: &Option<SourceLock>,
+) -> std::result::Result<bool, NotClaimed> {
+    let short = marker_lock(dir, names, format1.as_ref()).map_err(NotClaimed::Unwritable)?;
+    let seen = short.read_marker().map_err(NotClaimed::Unwritable)?;
+    short.release().map_err(NotClaimed::Unwritable)?;
+    Ok(seen.is_some_and(|s| s.marker.token.as_deref() == Some(token)))
 }
 
 /// The lock marker changes are made under: format 1's flock when the
@@ -412,30 +436,5 @@ pub fn clear_abandoned(layout: &Layout, id: &SourceId, deadline: Duration) -> Re
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn group_is_recorded_only_in_our_marker_and_under_the_short_lock() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path());
-        let id = SourceId::parse("t/x").unwrap();
-        std::fs::create_dir_all(layout.tier_dir(&id)).unwrap();
-        let claimed = claim(&layout, &id, Duration::from_secs(10)).expect("claimed");
-        let token = claimed.marker.token;
-        let read = || {
-            let bytes = std::fs::read(layout.marker(&id)).unwrap();
-            FizeauMarker::parse(&bytes).unwrap()
-        };
-
-        assert!(record_group(&layout, &id, &token, 4242, None).unwrap());
-        assert_eq!((read().pgid, read().token), (Some(4242), Some(token)));
-        assert!(
-            !layout.fizeau_lock(&id).exists(),
-            "the short lock is released"
-        );
-
-        assert!(!record_group(&layout, &id, "someone-else", 1, None).unwrap());
-        assert_eq!(read().pgid, Some(4242), "a marker not ours is left alone");
-    }
-}
+#[path = "claim_tests.rs"]
+mod tests;
