@@ -404,9 +404,13 @@ pub fn clear_abandoned(layout: &Layout, id: &SourceId, deadline: Duration) -> Re
     let names = Names::new(id.name())?;
     let mut cleared = Cleared::default();
     // A format 1 process refreshing it: in flight, as a live fizeau marker.
-    let Ok(format1) = take_format1(layout, id, None) else {
-        cleared.fizeau_refreshing = true;
-        return Ok(cleared);
+    let format1 = match take_format1(layout, id, None) {
+        Ok(format1) => format1,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::TimedOut => {
+            cleared.fizeau_refreshing = true;
+            return Ok(cleared);
+        }
+        Err(e) => return Err(e),
     };
     let short = marker_lock(&dir, &names, format1.as_ref())?;
     if let Some(seen) = short.read_marker()? {
