@@ -97,7 +97,14 @@ impl Layout {
         self.state_dir().join("format")
     }
 
-    /// The path of one of `id`'s files (not for [`FileKind::Temp`], whose
+    /// `<root>/.discocache/upgraded-from-format-1`: written when a format 1
+    /// root is upgraded; its mtime starts the time during which format 1
+    /// processes may still run (see `crate::claim::FORMAT1_GRACE`).
+    pub fn format1_file(&self) -> PathBuf {
+        self.state_dir().join("upgraded-from-format-1")
+    }
+
+    /// The path of one of `id`'s files (not for `FileKind::Temp`, whose
     /// names are random: use [`Layout::temp_prefix`]).
     pub fn file(&self, id: &SourceId, kind: FileKind) -> PathBuf {
         let (dir, suffix) = match kind {
@@ -153,6 +160,18 @@ impl Layout {
     pub fn temp_prefix(id: &SourceId) -> String {
         format!(".{}.", id.name())
     }
+}
+
+/// The payload of the source whose lock file is `lock` (the inverse of
+/// [`Layout::lock`]: `<tier>/.discocache/<name>.flock` names
+/// `<tier>/<name>.json`); `None` for a path that is not a lock file's.
+pub fn payload_of_lock(lock: &Path) -> Option<PathBuf> {
+    let name = lock.file_name()?.to_str()?.strip_suffix(LOCK)?;
+    let state = lock.parent()?;
+    if state.file_name()? != STATE_DIR {
+        return None;
+    }
+    Some(state.parent()?.join(format!("{name}{PAYLOAD}")))
 }
 
 /// The suffix of every temp file.

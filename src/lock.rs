@@ -10,6 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::beneath::{self, Access, Dir};
+use crate::claim::PayloadStamp;
 use crate::error::{Error, Result};
 
 mod wait;
@@ -21,6 +22,8 @@ pub(crate) use wait::acquire as acquire_waiting;
 pub struct SourceLock {
     file: File,
     path: PathBuf,
+    /// The source's payload as it was before the lock was asked for.
+    payload_before: Option<PayloadStamp>,
 }
 
 impl SourceLock {
@@ -30,6 +33,7 @@ impl SourceLock {
     ///
     /// [`Error::Io`] when the lock file cannot be opened or locked.
     pub fn try_acquire(path: &Path) -> Result<Option<Self>> {
+        let before = stamp_before(path);
         loop {
             let file = open(path)?;
             match file.try_lock() {
@@ -38,7 +42,7 @@ impl SourceLock {
                 Err(TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
             }
             if let Some(lock) = Self::still_linked(file, path)? {
-                return Ok(Some(lock));
+                return Ok(Some(lock.with_stamp(before)));
             }
         }
     }
@@ -50,11 +54,12 @@ impl SourceLock {
     ///
     /// [`Error::Io`] when the lock file cannot be opened or locked.
     pub fn acquire_blocking(path: &Path) -> Result<Self> {
+        let before = stamp_before(path);
         loop {
             let file = open(path)?;
             file.lock().map_err(|e| Error::io("lock", path, e))?;
             if let Some(lock) = Self::still_linked(file, path)? {
-                return Ok(lock);
+                return Ok(lock.with_stamp(before));
             }
         }
     }
@@ -73,9 +78,23 @@ impl SourceLock {
             Some(now) if now.st_ino == held.ino() && now.st_dev == held.dev() => Ok(Some(Self {
                 file,
                 path: path.to_owned(),
+                payload_before: None,
             })),
             _ => Ok(None),
         }
+    }
+
+    fn with_stamp(mut self, payload_before: Option<PayloadStamp>) -> Self {
+        self.payload_before = payload_before;
+        self
+    }
+
+    /// The source's payload as it was before this lock was asked for
+    /// (`None` when the lock file is not at a source's place): a payload
+    /// committed since then is someone else's refresh, which a refresh
+    /// asked for before it joins instead of running again.
+    pub fn payload_before(&self) -> Option<PayloadStamp> {
+        self.payload_before
     }
 
     /// The lock file.
@@ -99,6 +118,11 @@ impl Drop for SourceLock {
     fn drop(&mut self) {
         let _ = self.file.unlock();
     }
+}
+
+/// The payload beside the lock file `path`, as it is now.
+fn stamp_before(path: &Path) -> Option<PayloadStamp> {
+    crate::layout::payload_of_lock(path).map(|p| PayloadStamp::at(&p))
 }
 
 /// Opens (creating) the lock file without following a symlink or blocking

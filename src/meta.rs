@@ -4,15 +4,13 @@
 //! UTC strings with milliseconds; durations are integer milliseconds.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::refresher::Validators;
-use crate::refresher::command::group::GroupHook;
 use crate::source::SourceId;
 
 /// Version of the on-disk format written in every sidecar.
@@ -130,6 +128,11 @@ pub struct Meta {
     /// count as unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub definition: Option<String>,
+    /// Inode of the payload file this record describes: a payload renamed
+    /// in by someone else has another, even with the same size and mtime.
+    /// Absent in older sidecars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<u64>,
 }
 
 impl Meta {
@@ -152,6 +155,7 @@ impl Meta {
             consecutive_failures: 0,
             next_retry_at: None,
             definition: None,
+            inode: None,
         }
     }
 
@@ -296,22 +300,6 @@ impl Marker {
         }
     }
 
-    /// A hook that rewrites this marker at `path` with the process group of
-    /// the refresher once it is spawned (temp files named with `prefix`).
-    pub fn group_recorder(&self, path: PathBuf, prefix: String) -> GroupHook {
-        let marker = self.clone();
-        Arc::new(move |pgid| {
-            let with_group = Marker {
-                pgid: Some(pgid),
-                ..marker.clone()
-            };
-            let bytes = serde_json::to_vec(&with_group).expect("marker serialises");
-            if let Err(e) = crate::store::write_advisory(&path, &prefix, &bytes) {
-                tracing::warn!("cannot record the refresher's process group: {e}");
-            }
-        })
-    }
-
     /// Parses a marker.
     ///
     /// # Errors
@@ -354,6 +342,18 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn sidecar_records_the_payload_inode_and_older_sidecars_still_parse() {
+        let id = SourceId::parse("t/x").unwrap();
+        let mut meta = Meta::new(&id);
+        let old = serde_json::to_vec(&meta).unwrap();
+        assert!(!String::from_utf8_lossy(&old).contains("inode"));
+        assert_eq!(Meta::parse(&old, Path::new("m")).unwrap().inode, None);
+        meta.inode = Some(1234);
+        let new = serde_json::to_vec(&meta).unwrap();
+        assert_eq!(Meta::parse(&new, Path::new("m")).unwrap().inode, Some(1234));
+    }
 
     #[test]
     fn timestamps_round_trip_at_millisecond_precision() {

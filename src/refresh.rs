@@ -101,8 +101,11 @@ pub fn read_meta(layout: &Layout, id: &SourceId) -> Result<Option<Meta>> {
 /// payload present, the current time in Unix milliseconds (above any
 /// revision counted one per commit since: a commit takes longer than 1 ms).
 /// When the sidecar does not describe the payload, the record takes the
-/// payload's mtime and size, so that the next look agrees with it.
+/// payload's mtime, size and inode, so that the next look agrees with it.
+/// Another inode than the one recorded is another payload (renamed in by
+/// someone else), even with the same size and mtime.
 pub fn payload_record(layout: &Layout, id: &SourceId, sidecar: Sidecar) -> Meta {
+    use std::os::unix::fs::MetadataExt;
     let payload = std::fs::symlink_metadata(layout.payload(id)).ok();
     let Some(payload) = payload else {
         return match sidecar {
@@ -113,7 +116,8 @@ pub fn payload_record(layout: &Layout, id: &SourceId, sidecar: Sidecar) -> Meta 
     let modified = payload.modified().ok().map(Timestamp::from);
     let (mut meta, revision) = match sidecar {
         Sidecar::Intact(meta) => {
-            let newer = meta.bytes != Some(payload.len()) || modified > meta.fetched_at;
+            let renamed = meta.inode.is_some_and(|i| i != payload.ino());
+            let newer = renamed || meta.bytes != Some(payload.len()) || modified > meta.fetched_at;
             if !newer {
                 return *meta;
             }
@@ -131,8 +135,17 @@ pub fn payload_record(layout: &Layout, id: &SourceId, sidecar: Sidecar) -> Meta 
     meta.revision = revision;
     meta.fetched_at = modified;
     meta.bytes = Some(payload.len());
+    meta.inode = Some(payload.ino());
     meta.sha256 = None;
     meta
+}
+
+/// The inode of the payload file of `id` now.
+fn payload_inode(layout: &Layout, id: &SourceId) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(layout.payload(id))
+        .ok()
+        .map(|m| m.ino())
 }
 
 /// Reads a source's marker; `Ok(None)` when there is none (or it is
@@ -140,6 +153,10 @@ pub fn payload_record(layout: &Layout, id: &SourceId, sidecar: Sidecar) -> Meta 
 pub fn read_marker(layout: &Layout, id: &SourceId) -> Option<Marker> {
     let path = layout.marker(id);
     let bytes = store::read_optional(&path, "read marker").ok()??;
+    // A failure record (fizeau's cooldown, or ours) is no refresh running.
+    if crate::fizeau::marker::FizeauMarker::parse(&bytes).is_some_and(|m| m.failed_record()) {
+        return None;
+    }
     Marker::parse(&bytes, &path).ok()
 }
 
@@ -158,7 +175,13 @@ pub struct Holder {
     /// only in memory.
     unsaved: Option<Error>,
     marker: Marker,
+    /// The last attempt's error, when it failed: the marker is left as a
+    /// failure record fizeau honours.
+    failed: Option<String>,
     joined: Option<Refreshed>,
+    /// Format 1's flock, while format 1 processes may still run (dropped
+    /// after `_lock`'s marker is removed: fields drop in order).
+    format1: Option<std::sync::Arc<SourceLock>>,
     _lock: SourceLock,
 }
 
@@ -176,16 +199,24 @@ impl Holder {
         lock: SourceLock,
         deadline: Duration,
     ) -> Result<Self> {
-        let (marker, unmarked, waited_since) = match claim::claim(layout, id, deadline) {
+        // A commit since the lock was asked for (or since a wait for
+        // fizeau's refresh began) is someone else's refresh: joined.
+        let asked_at = lock.payload_before();
+        let (marker, unmarked, waited_since, format1) = match claim::claim(layout, id, deadline) {
             Ok(claimed) => {
                 if claimed.replaced {
                     prune::clear_temps(layout, id)?;
                 }
-                (claimed.marker, None, claimed.waited_since)
+                let format1 = claimed.format1.map(std::sync::Arc::new);
+                (claimed.marker, None, claimed.waited_since, format1)
             }
             Err(NotClaimed::Unwritable(e)) => {
                 let why = format!("cannot write the refresh marker: {e}");
-                (Marker::new(deadline), Some(why), None)
+                (Marker::new(deadline), Some(why), None, None)
+            }
+            Err(NotClaimed::FizeauFailed(error)) => {
+                let why = format!("fizeau's refresh of this source just failed: {error}");
+                (Marker::new(deadline), Some(why), None, None)
             }
             Err(NotClaimed::Timeout(e)) => return Err(e),
         };
@@ -202,14 +233,16 @@ impl Holder {
             unmarked,
             unsaved: None,
             marker,
+            failed: None,
             joined: None,
+            format1,
             _lock: lock,
         };
         if recorded != Some(holder.meta.revision) {
             holder.adopt_payload();
         }
-        if let Some(before) = waited_since {
-            let changed = claim::PayloadStamp::of(layout, id) != before;
+        if let Some(before) = asked_at.or(waited_since) {
+            let changed = before.committed_since(claim::PayloadStamp::of(layout, id));
             holder.joined = changed.then_some(Refreshed::Joined {
                 revision: holder.meta.revision,
             });
@@ -242,17 +275,26 @@ impl Holder {
         self.meta = Meta { revision, ..record };
     }
 
-    /// Why the marker could not be written (no space, no inodes): the
-    /// refresh is then a failure, recorded, without running the refresher.
+    /// Why the refresh must not call the origin: the marker could not be
+    /// written (no space, no inodes), or fizeau's refresh just failed and
+    /// is cooling down. The refresh is then a failure, recorded, without
+    /// running the refresher.
     pub fn unmarked(&self) -> Option<&str> {
         self.unmarked.as_deref()
     }
 
-    /// A hook that records the refresher's process group in our marker.
+    /// A hook that records the refresher's process group in our marker,
+    /// under fizeau's short lock like every marker change (or format 1's
+    /// flock, held meanwhile), and only while the marker is ours.
     pub fn group_hook(&self) -> crate::refresher::command::group::GroupHook {
-        let path = self.layout.marker(&self.id);
-        self.marker
-            .group_recorder(path, Layout::temp_prefix(&self.id))
+        let (layout, id) = (self.layout.clone(), self.id.clone());
+        let (token, format1) = (self.marker.token.clone(), self.format1.clone());
+        std::sync::Arc::new(move |pgid| {
+            let recorded = claim::record_group(&layout, &id, &token, pgid, format1.as_deref());
+            if let Err(e) = recorded {
+                tracing::warn!("{id}: cannot record the refresher's process group: {e}");
+            }
+        })
     }
 
     /// Records what the refresher returned: commits data, renews on "not
@@ -360,6 +402,7 @@ impl Holder {
         meta.sha256 = Some(hex::encode(Sha256::digest(bytes)));
         meta.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
         meta.validators = validators;
+        meta.inode = payload_inode(&self.layout, &self.id);
         self.succeeded(meta, fetched, policy, started);
         // The payload's rename must be durable before the commit counts.
         store::sync_dir(&self.layout.tier_dir(&self.id))
@@ -388,6 +431,7 @@ impl Holder {
         if validators != crate::Validators::default() {
             meta.validators = validators;
         }
+        meta.inode = payload_inode(&self.layout, &self.id);
         self.succeeded(meta, now, policy, started);
         Ok(Refreshed::NotModified {
             revision: self.meta.revision,
@@ -412,6 +456,7 @@ impl Holder {
         meta.consecutive_failures = 0;
         meta.next_retry_at = None;
         meta.definition.clone_from(&policy.definition);
+        self.failed = None;
         self.save(meta);
     }
 
@@ -433,6 +478,7 @@ impl Holder {
             |after| after.min(policy.backoff_cap),
         );
         meta.next_retry_at = Some(Timestamp::now().plus(wait));
+        self.failed = Some(e.message().to_owned());
         self.save(meta);
     }
 
@@ -569,7 +615,12 @@ impl Drop for Holder {
             return;
         }
         // Under fizeau's short lock, and only if it is still ours.
-        if let Err(e) = claim::release(&self.layout, &self.id, &self.marker.token) {
+        let (token, format1) = (&self.marker.token, self.format1.as_deref());
+        let done = match &self.failed {
+            Some(error) => claim::leave_failure(&self.layout, &self.id, token, error, format1),
+            None => claim::release(&self.layout, &self.id, token, format1),
+        };
+        if let Err(e) = done {
             tracing::warn!("{}: our refresh marker is left behind: {e}", self.id);
         }
     }

@@ -9,6 +9,12 @@
 //! format 1 process refreshing that source is not raced: the source is
 //! skipped and the upgrade is retried by the next open) and under our own
 //! new flock. The format file is written only when every source moved.
+//! Format 1's `<name>.lock` is kept: a format 1 process still running
+//! flocks it, and so does every format 2 claim for [`FORMAT1_GRACE`] after
+//! the upgrade (`<root>/.discocache/upgraded-from-format-1` records when
+//! it began), so the two never refresh one source at once.
+//!
+//! [`FORMAT1_GRACE`]: crate::claim::FORMAT1_GRACE
 
 use std::path::Path;
 
@@ -72,7 +78,13 @@ pub fn ensure(layout: &Layout) -> Result<Upgraded> {
         Some(_) | None => {}
     }
     let mut report = Upgraded::default();
-    for id in legacy_sources(layout)? {
+    let sources = legacy_sources(layout)?;
+    if !sources.is_empty() && !layout.format1_file().exists() {
+        // Starts the time format 1 processes may still run.
+        store::ensure_dir(&layout.state_dir())?;
+        store::write_atomic(&layout.format1_file(), ".format1.", b"")?;
+    }
+    for id in sources {
         match upgrade_source(layout, &id)? {
             true => report.moved.push(id),
             false => report.busy.push(id),
@@ -126,9 +138,9 @@ fn list(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Moves one source's sidecar under both flocks, then removes format 1's
-/// lock file while still holding its flock. `Ok(false)` when either flock
-/// is held (a refresh is running): left for the next open.
+/// Moves one source's sidecar under both flocks (format 1's lock file
+/// stays). `Ok(false)` when either flock is held (a refresh is running):
+/// left for the next open.
 fn upgrade_source(layout: &Layout, id: &SourceId) -> Result<bool> {
     // A `<name>.lock` with content is fizeau's short lock, held for a
     // moment: never ours to flock or remove.
@@ -154,7 +166,9 @@ fn upgrade_source(layout: &Layout, id: &SourceId) -> Result<bool> {
     if regular {
         store::remove_if_present(&legacy, "remove format 1 sidecar")?;
     }
-    old_lock.unlink()?;
+    // Kept: a format 1 process still running flocks it, and so does every
+    // claim until FORMAT1_GRACE has passed (crate::claim::take_format1).
+    drop(old_lock);
     Ok(true)
 }
 

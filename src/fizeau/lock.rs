@@ -113,9 +113,9 @@ pub fn lock_payload() -> Vec<u8> {
 pub struct ShortLock<'a> {
     dir: &'a TierDir,
     names: &'a Names,
-    id: FileId,
-    // Kept open so that no other file can get this inode while we hold it.
-    _fd: OwnedFd,
+    /// The lock file we created, kept open so that no other file can get
+    /// its inode while we hold it; `None` under format 1's flock.
+    held: Option<(FileId, OwnedFd)>,
     released: bool,
 }
 
@@ -137,8 +137,7 @@ impl<'a> ShortLock<'a> {
                 return Ok(Self {
                     dir,
                     names,
-                    id,
-                    _fd: fd,
+                    held: Some((id, fd)),
                     released: false,
                 });
             }
@@ -149,6 +148,25 @@ impl<'a> ShortLock<'a> {
                 return Err(timed_out(dir, names, rules.bound, &verdict));
             }
             std::thread::sleep(rules.poll);
+        }
+    }
+
+    /// Marker changes made under format 1's flock on `<name>.lock`, which
+    /// the caller holds (`_format1`), instead of the short lock: the two
+    /// share a name, so while format 1's empty file is there neither fizeau
+    /// nor we can create the short lock, and every discocache process of
+    /// either format is kept out by the flock. Nothing is created or
+    /// removed.
+    pub fn under_format1(
+        dir: &'a TierDir,
+        names: &'a Names,
+        _format1: &crate::lock::SourceLock,
+    ) -> Self {
+        Self {
+            dir,
+            names,
+            held: None,
+            released: false,
         }
     }
 
@@ -202,7 +220,10 @@ impl<'a> ShortLock<'a> {
     }
 
     fn remove_if_ours(&self) -> Result<bool> {
-        let removed = self.dir.remove_if_same(&self.names.lock, self.id)?;
+        let Some((id, _)) = &self.held else {
+            return Ok(true);
+        };
+        let removed = self.dir.remove_if_same(&self.names.lock, *id)?;
         if !removed {
             tracing::warn!(
                 "fizeau's lock {} was no longer ours at release; left alone",

@@ -97,7 +97,8 @@ impl FizeauMarker {
 
     /// This marker turned into a failure record, as fizeau records one:
     /// started now, cooling down for [`FAILURE_COOLDOWN`], with the error
-    /// on one line.
+    /// on one line. The refresher's group is dropped: it is over, and its
+    /// id may be given to another group.
     #[must_use]
     pub fn failed(&self, now: Timestamp, error: &str) -> Self {
         let one_line = error.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -105,6 +106,7 @@ impl FizeauMarker {
             started_at: Some(now),
             deadline: Some(now.plus(FAILURE_COOLDOWN)),
             last_error: Some(one_line),
+            pgid: None,
             ..self.clone()
         }
     }

@@ -14,6 +14,9 @@
 //! - `orphans`: a holder that dies leaves no refresher running.
 //! - `hostile`: symlinks, FIFOs, huge payloads and foreign owners in the root.
 //! - `fizeau`: fizeau's real Go package on the same root (needs Go).
+//! - `fizeau_cooldown`: a failed refresh leaves fizeau's failure cooldown.
+//! - `fizeau_rounds`: every kind of process refreshing one stale source at
+//!   once runs one refresher per round (needs Go).
 //! - `progress`: `refresh` prints each line as it finishes; `--json` output.
 //! - `systemd_credentials`: the API-key drop-in verifies with the units.
 //! - `examples`: the example configs check; each reader reads a filled root.
@@ -40,6 +43,8 @@ mod definition;
 mod direct;
 mod examples;
 mod fizeau;
+mod fizeau_cooldown;
+mod fizeau_rounds;
 mod full_disk;
 mod guards;
 mod hostile;

@@ -236,3 +236,107 @@ async fn adopt_records_a_fizeau_commit_once() {
     assert_eq!(meta.sha256.as_deref(), Some(sha.as_str()));
     assert_eq!(cache.adopt(&s.id).unwrap(), None, "adopted twice");
 }
+
+/// True when some process holds a `flock` on `path` (from /proc/locks).
+fn flocked(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ino) = fs::metadata(path).map(|m| m.ino()) else {
+        return false;
+    };
+    let needle = format!(":{ino} ");
+    fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains("FLOCK") && !l.contains("->") && l.contains(&needle))
+}
+
+/// Sets `path`'s mtime two hours back: stale for a ttl of one hour.
+fn make_stale(path: &Path) {
+    let old = SystemTime::now() - Duration::from_secs(7200);
+    fs::File::open(path).unwrap().set_modified(old).unwrap();
+}
+
+/// fizeau commits (rename) and then takes its short lock to remove its
+/// marker. A refresh that judged the source stale before that commit and
+/// reaches the short lock while fizeau holds it then finds no marker: it
+/// must take fizeau's commit as the outcome, not run a second refresher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fizeau_commit_landing_before_our_claim_is_joined_not_refreshed_again() {
+    use discocache::Ensured;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path().join("root")).unwrap();
+    let s = source("discovery/models");
+    let layout = cache.layout().clone();
+    cache.write(&s, b"{\"v\":1}".to_vec()).await.unwrap();
+    make_stale(&layout.payload(&s.id));
+    // fizeau holds its short lock (to release its marker after a commit).
+    let fizeau = Live::start();
+    let short_lock = layout.tier_dir(&s.id).join("models.lock");
+    let lock = format!(
+        r#"{{"pid":{},"started_at":"2026-01-01T00:00:00Z"}}"#,
+        fizeau.0.id()
+    );
+    fs::write(&short_lock, lock).unwrap();
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let refresh = {
+        let (cache, s) = (cache.clone(), s.clone());
+        tokio::spawn(async move {
+            let f = move |_| async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, FetchError>(Fetched::data("{\"ours\":1}"))
+            };
+            cache.maybe_refresh_sync(&s, f).await
+        })
+    };
+    // Our claim holds the source's flock and waits for the short lock.
+    let flock = layout.lock(&s.id);
+    tokio::task::spawn_blocking(move || {
+        crate::helpers::daemon::eventually("our flock to be held", || flocked(&flock).then_some(()))
+    })
+    .await
+    .unwrap();
+    write_as_fizeau(&layout.payload(&s.id), b"{\"fizeau\":2}");
+    fs::remove_file(&short_lock).unwrap();
+
+    let got = refresh.await.unwrap().unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "a second refresher ran");
+    assert!(
+        matches!(got, Ensured::Refreshed(Refreshed::Joined { revision: 2 })),
+        "{got:?}"
+    );
+    let entry = cache.read(&s).unwrap().unwrap();
+    assert_eq!(entry.data, b"{\"fizeau\":2}");
+}
+
+/// fizeau renames in a payload of the same size within the mtime's
+/// granularity: size and mtime match the sidecar's record, the inode does
+/// not. It is another payload, adopted under a new revision.
+#[tokio::test]
+async fn same_size_payload_renamed_in_with_the_same_mtime_is_adopted() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path().join("root")).unwrap();
+    let s = source("discovery/models");
+    let payload = cache.layout().payload(&s.id);
+    assert_eq!(cache.write(&s, b"[1]".to_vec()).await.unwrap(), 1);
+    let ours = fs::metadata(&payload).unwrap();
+    assert_eq!(cache.meta(&s.id).unwrap().unwrap().inode, Some(ours.ino()));
+
+    write_as_fizeau(&payload, b"[2]");
+    let file = fs::File::open(&payload).unwrap();
+    file.set_modified(ours.modified().unwrap()).unwrap();
+    let theirs = file.metadata().unwrap();
+    assert_eq!(
+        (theirs.len(), theirs.modified().unwrap()),
+        (ours.len(), ours.modified().unwrap())
+    );
+
+    assert_eq!(cache.adopt(&s.id).unwrap(), Some(2), "not adopted");
+    let meta = cache.meta(&s.id).unwrap().unwrap();
+    assert_eq!(meta.inode, Some(theirs.ino()));
+    let sha = hex::encode(Sha256::digest(b"[2]"));
+    assert_eq!(meta.sha256.as_deref(), Some(sha.as_str()));
+    assert_eq!(cache.adopt(&s.id).unwrap(), None, "adopted twice");
+}

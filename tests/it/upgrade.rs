@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use discocache::lock::SourceLock;
-use discocache::{Cache, FetchError, Layout, Policy, Source, SourceId};
+use discocache::{Cache, FetchError, Fetched, Layout, Policy, Source, SourceId};
 
 const COUNTERS: &str = r#"{"format":1,"sources":{"t/ok":{"fresh_hits":7,"stale_hits":2,"misses":1,"refresh_ok":3,"refresh_failed":4,"refresh_joined":0,"refresh_not_modified":0}}}"#;
 
@@ -133,7 +133,8 @@ async fn format1_root_upgrades_in_place_while_read_and_loses_nothing() {
             !layout.legacy_sidecar(id).exists(),
             "{id}: old sidecar left"
         );
-        assert!(!layout.legacy_lock(id).exists(), "{id}: old lock left");
+        let old_lock = fs::metadata(layout.legacy_lock(id)).expect("format 1's lock is kept");
+        assert_eq!(old_lock.len(), 0, "{id}: format 1's lock is empty");
         let entry = cache
             .read_with_meta(&source(&id.to_string()))
             .unwrap()
@@ -207,4 +208,142 @@ async fn hello_and_status_report_the_format_of_an_upgraded_root() {
     let layout = Layout::new(fs::canonicalize(&d.root).unwrap());
     let ok = SourceId::parse("t/ok").unwrap();
     assert!(layout.sidecar(&ok).exists() && !layout.legacy_sidecar(&ok).exists());
+}
+
+/// True when some process holds a `flock` on `path` (from /proc/locks).
+fn flocked(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ino) = fs::metadata(path).map(|m| m.ino()) else {
+        return false;
+    };
+    let needle = format!(":{ino} ");
+    fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains("FLOCK") && !l.contains("->") && l.contains(&needle))
+}
+
+/// A refresher that counts its runs.
+fn counting(
+    runs: &Arc<AtomicU64>,
+) -> impl FnOnce(discocache::FetchContext) -> std::future::Ready<Result<Fetched, FetchError>>
++ Send
++ 'static {
+    let runs = Arc::clone(runs);
+    move |_| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(Fetched::data("{\"ours\":1}")))
+    }
+}
+
+/// A format 1 process still running after the upgrade refreshes under
+/// format 1's flock on `<name>.lock` (here `flock(1)` holding it while the
+/// refresh runs, then committing by rename as format 1 did): a format 2
+/// refresh meanwhile waits for it and takes its commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format1_process_refreshing_after_the_upgrade_is_waited_for_and_joined() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    format1_root(&root).await;
+    let cache = Cache::open(&root).unwrap();
+    let layout = cache.layout().clone();
+    let s = source("t/other");
+    let gate = dir.path().join("gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let theirs = dir.path().join("theirs.json");
+    fs::write(&theirs, "{\"format1\":1}").unwrap();
+    let held = dir.path().join("held");
+    let script = format!(
+        "echo > '{}'; read go < '{}'; mv '{}' '{}'",
+        held.display(),
+        gate.display(),
+        theirs.display(),
+        layout.payload(&s.id).display()
+    );
+    let mut format1 = std::process::Command::new("flock")
+        .arg("-n")
+        .arg(layout.legacy_lock(&s.id))
+        .args(["sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    crate::helpers::daemon::eventually("format 1's refresh to hold its lock", || {
+        held.exists().then_some(())
+    });
+
+    let runs = Arc::new(AtomicU64::new(0));
+    let refresh = {
+        let (cache, s, f) = (cache.clone(), s.clone(), counting(&runs));
+        tokio::spawn(async move { cache.refresh(&s, f).await })
+    };
+    let ours = layout.lock(&s.id);
+    tokio::task::spawn_blocking(move || {
+        crate::helpers::daemon::eventually("our claim to hold the source's flock", || {
+            flocked(&ours).then_some(())
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        0,
+        "ran beside format 1's refresh"
+    );
+    fs::write(&gate, "go\n").unwrap();
+    assert!(format1.wait().unwrap().success());
+
+    let got = refresh.await.unwrap().unwrap();
+    assert!(
+        matches!(got, discocache::Refreshed::Joined { .. }),
+        "{got:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "a second refresher ran");
+    let entry = cache.read(&s).unwrap().unwrap();
+    assert_eq!(entry.data, b"{\"format1\":1}");
+}
+
+/// While a format 2 refresh runs, a format 1 process still running after
+/// the upgrade finds format 1's lock held (`flock -n` on `<name>.lock`, as
+/// format 1 claims): it cannot start a second refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format1_process_cannot_claim_while_a_format2_refresh_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    format1_root(&root).await;
+    let cache = Cache::open(&root).unwrap();
+    let layout = cache.layout().clone();
+    let s = source("t/other");
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let (go, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let refresh = {
+        let (cache, s) = (cache.clone(), s.clone());
+        tokio::spawn(async move {
+            let f = move |_| async move {
+                let _ = started_tx.send(());
+                let _ = go_rx.await;
+                Ok::<_, FetchError>(Fetched::data("[2]"))
+            };
+            cache.refresh(&s, f).await
+        })
+    };
+    started.await.unwrap();
+    let format1_claims = |path: PathBuf| {
+        std::process::Command::new("flock")
+            .arg("-n")
+            .arg(path)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(
+        !format1_claims(layout.legacy_lock(&s.id)),
+        "a format 1 process could claim while our refresh runs"
+    );
+    go.send(()).unwrap();
+    let got = refresh.await.unwrap().unwrap();
+    assert!(
+        matches!(got, discocache::Refreshed::Committed { .. }),
+        "{got:?}"
+    );
+    assert!(format1_claims(layout.legacy_lock(&s.id)));
 }
