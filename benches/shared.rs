@@ -177,7 +177,7 @@ fn refresh(
     rounds: usize,
     batch: usize,
 ) -> Result<()> {
-    let origin = Origin::start(json_of_len(4096))?;
+    let origin = Origin::start(4096)?;
     let dir = tempfile::tempdir()?;
     let shared_tier = tier(redis, "refresh")?;
     let with = Cache::open(dir.path().join("with"))?.with_shared(Arc::clone(&shared_tier));
@@ -221,7 +221,7 @@ fn refresh(
 
 /// Part 3: Redis commands sent on the read path.
 fn reads(redis: &Redis) -> Result<()> {
-    let origin = Origin::start(json_of_len(1024))?;
+    let origin = Origin::start(1024)?;
     let dir = tempfile::tempdir()?;
     let paths = harness::Paths::under(dir.path());
     let config = format!(

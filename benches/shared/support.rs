@@ -141,8 +141,10 @@ impl Drop for Redis {
     }
 }
 
-/// An HTTP/1.1 origin on 127.0.0.1 answering every GET with one JSON
-/// payload (`Connection: close`), counting requests.
+/// An HTTP/1.1 origin on 127.0.0.1 answering every GET with a JSON
+/// payload of `len` bytes (`Connection: close`), counting requests. Each
+/// answer differs from the one before (it carries the request's number), so
+/// every refresh commits new bytes.
 pub struct Origin {
     pub url: String,
     pub requests: Arc<AtomicU64>,
@@ -154,30 +156,38 @@ impl Origin {
     /// # Errors
     ///
     /// When it cannot bind.
-    pub fn start(payload: Vec<u8>) -> Result<Self> {
+    pub fn start(len: usize) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let url = format!("http://{}/models", listener.local_addr()?);
         let requests = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&requests);
-        let mut response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            payload.len()
-        )
-        .into_bytes();
-        response.extend_from_slice(&payload);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                counted.fetch_add(1, Ordering::Relaxed);
-                let _ = answer(stream, &response);
+                let n = counted.fetch_add(1, Ordering::Relaxed);
+                let _ = answer(stream, &response(n, len));
             }
         });
         Ok(Self { url, requests })
     }
 
-    /// Requests served so far.
+/// Requests served so far.
     pub fn served(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
+}
+
+/// The `n`th answer: `{"n":"<n, 20 digits>","pad":"x..."}`, `len` bytes.
+fn response(n: u64, len: usize) -> Vec<u8> {
+    let head = format!("{{\"n\":\"{n:020}\",\"pad\":\"");
+    let pad = len.saturating_sub(head.len() + 2);
+    let payload = format!("{head}{}\"}}", "x".repeat(pad));
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        payload.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(payload.as_bytes());
+    response
 }
 
 fn answer(stream: TcpStream, response: &[u8]) -> std::io::Result<()> {
