@@ -248,7 +248,19 @@ impl Daemon {
     /// Counts a refresh's outcome and publishes what changed.
     async fn settle(&self, sc: &SourceConfig, result: &Result<Refreshed>) {
         self.stats.count(&sc.id, Counter::of_refresh(result));
-        self.observe(&sc.id).await;
+        self.observe_refreshed(&sc.id).await;
+    }
+
+    /// [`Daemon::observe`] right after a refresh of the source ran or was
+    /// joined: what it committed has its sidecar, so there is nothing to
+    /// adopt (that costs a directory check and a lock per look); a payload
+    /// written elsewhere meanwhile is adopted when the watcher sees it.
+    async fn observe_refreshed(&self, id: &SourceId) {
+        let (layout, key) = (self.cache.layout().clone(), id.clone());
+        match blocking(move || Look::take(&layout, &key)).await {
+            Ok(look) => self.apply(id, look),
+            Err(e) => tracing::warn!("cannot look at {id}: {e}"),
+        }
     }
 
     /// Looks at a source's files again and publishes an event for each
