@@ -180,11 +180,15 @@ impl<'a> Backend<'a> {
     /// `status --json`: the daemon's answer printed as it arrives (see
     /// [`stream`]), else the library's.
     fn print_status_json(&mut self) -> anyhow::Result<Exit> {
-        let printed = self.daemon(QUICK, |c| {
-            stream::status_json(c, &mut std::io::stdout().lock())
-        });
+        // Buffered: stdout flushes at every line, and the pretty answer of
+        // 100,000 sources is millions of lines.
+        let (printed, flushed) = {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let printed = self.daemon(QUICK, |c| stream::status_json(c, &mut out));
+            (printed, out.flush())
+        };
         match printed.map_err(fail)? {
-            Some(()) => Ok(Exit::Ok),
+            Some(()) => flushed.map(|()| Exit::Ok).map_err(Into::into),
             None => output::print_status(&self.direct()?.status()?, true),
         }
     }
