@@ -248,6 +248,21 @@ impl Client {
         serde_json::from_str(&line).map_err(|e| invalid(&format!("answer is not JSON: {e}")))
     }
 
+    /// Sends one request and hands back the connection to read its answer
+    /// from, unread: for an answer too large to hold at once (`status` of
+    /// 100,000 sources is tens of MiB), to be decoded as it arrives.
+    ///
+    /// # Errors
+    ///
+    /// When the request cannot be written.
+    pub fn send_request(&mut self, request: Request) -> io::Result<&mut impl BufRead> {
+        let mut text = serde_json::to_vec(&Envelope::new(None, request))
+            .map_err(|e| invalid(&e.to_string()))?;
+        text.push(b'\n');
+        write_all(self.reader.get_ref(), &text)?;
+        Ok(&mut self.reader)
+    }
+
     /// Writes one request line and reads one answer line. A write the
     /// daemon refused (it closed after answering `busy`, say) still reads
     /// the answer it left.

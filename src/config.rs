@@ -360,13 +360,13 @@ fn check_shared(
 ) -> Result<Option<SharedSettings>, ()> {
     let span = value.span();
     let raw: RawShared =
-        decode(value).map_err(|e| checker.report(&e.span, "[shared]", e.message))?;
+        decode(&value).map_err(|e| checker.report(&e.span, "[shared]", e.message))?;
     checker.shared(&span, &raw)
 }
 
 fn check_defaults(checker: &mut Checker<'_>, value: Spanned<DeValue<'_>>) -> Result<Base, ()> {
     const SCOPE: &str = "[defaults]";
-    let raw: RawPolicy = decode(value).map_err(|e| checker.report(&e.span, SCOPE, e.message))?;
+    let raw: RawPolicy = decode(&value).map_err(|e| checker.report(&e.span, SCOPE, e.message))?;
     checker.policy(SCOPE, &raw, &Base::default())
 }
 
@@ -375,7 +375,7 @@ fn check_daemon(
     value: Spanned<DeValue<'_>>,
 ) -> Result<DaemonSettings, ()> {
     let raw: RawDaemon =
-        decode(value).map_err(|e| checker.report(&e.span, "[daemon]", e.message))?;
+        decode(&value).map_err(|e| checker.report(&e.span, "[daemon]", e.message))?;
     checker.daemon(&raw)
 }
 
@@ -390,10 +390,12 @@ fn check_sources(
         checker.note(&span, "source: expected [[source]] tables".into());
         return Err(());
     };
-    let mut out = Vec::new();
-    let mut first_seen: HashMap<SourceId, usize> = HashMap::new();
+    // Sized once: growing it by doubling left every smaller copy behind as
+    // free memory that the allocator kept.
+    let mut out = Vec::with_capacity(items.len());
+    let mut first_seen: HashMap<SourceId, usize> = HashMap::with_capacity(items.len());
     let mut ok = true;
-    for (index, item) in items.iter().cloned().enumerate() {
+    for (index, item) in items.iter().enumerate() {
         let span = item.span();
         let written = id_entry(item.get_ref());
         let scope = entry::scope_of(index, written.as_ref().map(|(id, _)| *id));

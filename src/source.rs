@@ -3,8 +3,11 @@
 //! A [`SourceId`] is validated before any path is built from it, so a name can
 //! never escape the cache root.
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -38,10 +41,16 @@ pub enum InvalidSource {
 }
 
 /// A validated `tier/name` source identity.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// The text is shared: a clone is a reference count, so the daemon's maps
+/// (view, warm-keeping queue, counters, config index) hold one copy of each
+/// id between them. Ids order by tier, then name.
+#[derive(Clone)]
 pub struct SourceId {
-    tier: String,
-    name: String,
+    /// `tier/name`.
+    text: Arc<str>,
+    /// Where the `/` is.
+    slash: u8,
 }
 
 impl SourceId {
@@ -57,9 +66,10 @@ impl SourceId {
         if let Some((part, value)) = parts.into_iter().find(|(_, v)| why_invalid(v).is_some()) {
             check_part(&format!("{tier}/{name}"), part, value)?;
         }
+        let slash = u8::try_from(tier.len()).expect("a tier is at most 63 bytes");
         Ok(Self {
-            tier: tier.to_owned(),
-            name: name.to_owned(),
+            text: Arc::from(format!("{tier}/{name}")),
+            slash,
         })
     }
 
@@ -78,12 +88,52 @@ impl SourceId {
 
     /// The tier part (a directory under the root).
     pub fn tier(&self) -> &str {
-        &self.tier
+        &self.text[..usize::from(self.slash)]
     }
 
     /// The name part (the file stem inside the tier directory).
     pub fn name(&self) -> &str {
-        &self.name
+        &self.text[usize::from(self.slash) + 1..]
+    }
+
+    /// `tier/name`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq for SourceId {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for SourceId {}
+
+impl Hash for SourceId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
+
+impl Ord for SourceId {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.tier(), self.name()).cmp(&(other.tier(), other.name()))
+    }
+}
+
+impl PartialOrd for SourceId {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Debug for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceId")
+            .field("tier", &self.tier())
+            .field("name", &self.name())
+            .finish()
     }
 }
 
@@ -120,7 +170,7 @@ fn why_invalid(value: &str) -> Option<&'static str> {
 
 impl fmt::Display for SourceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.tier, self.name)
+        f.write_str(&self.text)
     }
 }
 
@@ -133,7 +183,7 @@ impl FromStr for SourceId {
 
 impl Serialize for SourceId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(&self.text)
     }
 }
 
@@ -237,6 +287,23 @@ mod tests {
         assert!(err.contains("a-z"), "{err}");
         let err = SourceId::parse("nodelimiter").unwrap_err().to_string();
         assert!(err.contains("exactly one '/'"), "{err}");
+    }
+
+    #[test]
+    fn ids_order_by_tier_then_name() {
+        let id = |s: &str| SourceId::parse(s).unwrap();
+        // As whole strings "a-b/x" < "a/x" ('-' sorts before '/').
+        assert!(id("a/x") < id("a-b/x"));
+        assert!(id("a/x") < id("a/y"));
+        assert_eq!(id("a/x"), id("a/x"));
+    }
+
+    #[test]
+    fn a_clone_shares_the_text() {
+        let id = SourceId::parse("tier/name").unwrap();
+        let copy = id.clone();
+        assert!(std::ptr::eq(id.as_str(), copy.as_str()));
+        assert_eq!((copy.tier(), copy.name()), ("tier", "name"));
     }
 
     #[test]

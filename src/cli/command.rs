@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::args::{Command, GetOpts};
 use super::direct::Direct;
-use super::{Ctx, Exit, Fail, output, parse_source, remote};
+use super::{Ctx, Exit, Fail, output, parse_source, remote, stream};
 use crate::client::{Client, DEFAULT_TIMEOUT};
 use crate::protocol::{
     ErrorCode, GetBody, GetRequest, InvalidateBody, PruneBody, RefreshBody, RefreshMode,
@@ -177,6 +177,22 @@ impl<'a> Backend<'a> {
         }
     }
 
+    /// `status --json`: the daemon's answer printed as it arrives (see
+    /// [`stream`]), else the library's.
+    fn print_status_json(&mut self) -> anyhow::Result<Exit> {
+        // Buffered: stdout flushes at every line, and the pretty answer of
+        // 100,000 sources is millions of lines.
+        let (printed, flushed) = {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let printed = self.daemon(QUICK, |c| stream::status_json(c, &mut out));
+            (printed, out.flush())
+        };
+        match printed.map_err(fail)? {
+            Some(()) => flushed.map(|()| Exit::Ok).map_err(Into::into),
+            None => output::print_status(&self.direct()?.status()?, true),
+        }
+    }
+
     fn state(&mut self, id: &SourceId) -> anyhow::Result<StateBody> {
         match self.daemon(QUICK, |c| c.state(id.clone())) {
             Ok(Some(body)) => Ok(body),
@@ -254,7 +270,8 @@ pub fn run(ctx: &Ctx, client: Option<Client>, command: Command) -> anyhow::Resul
             let body = b.refresh(target, &mut |r| report.line(r))?;
             report.finish(&body)
         }
-        Command::Status { json } => output::print_status(&b.status()?, json),
+        Command::Status { json: true } => b.print_status_json(),
+        Command::Status { json: false } => output::print_status(&b.status()?, false),
         Command::State { source, json } => {
             let id = parse_source(&source)?;
             output::print_state(&id, &b.state(&id)?.refresh, json)

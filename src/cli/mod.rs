@@ -6,6 +6,7 @@ mod command;
 mod direct;
 mod output;
 mod remote;
+mod stream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -224,9 +224,11 @@ pub fn print_invalidate(body: &InvalidateBody, json: bool) -> anyhow::Result<Exi
 ///
 /// When stdout cannot be written.
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<Exit> {
-    let mut out = io::stdout().lock();
+    // Buffered: stdout flushes at every line.
+    let mut out = io::BufWriter::new(io::stdout().lock());
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
+    out.flush()?;
     Ok(Exit::Ok)
 }
 

@@ -103,7 +103,7 @@ pub(super) struct RawError {
 ///
 /// [`RawError`] for an unknown key or a value of the wrong shape.
 pub(super) fn decode<T: for<'de> Deserialize<'de>>(
-    value: Spanned<DeValue<'_>>,
+    value: &Spanned<DeValue<'_>>,
 ) -> Result<T, RawError> {
     let whole = value.span();
     let DeValue::Table(table) = value.get_ref() else {
@@ -112,10 +112,11 @@ pub(super) fn decode<T: for<'de> Deserialize<'de>>(
             message: format!("expected a table, found {}", value.get_ref().type_str()),
         });
     };
-    let table = table.clone();
-    T::deserialize(ValueDeserializer::from(value)).map_err(|e| {
+    // The deserializer consumes what it is given: it gets a copy, and the
+    // table itself stays to name the key of an error.
+    T::deserialize(ValueDeserializer::from(value.clone())).map_err(|e| {
         let span = e.span().unwrap_or(whole);
-        let path = key_path_at(&table, span.start);
+        let path = key_path_at(table, span.start);
         RawError {
             message: describe(&path, e.message()),
             span,
@@ -177,7 +178,7 @@ mod tests {
     #[test]
     fn unknown_key_is_named_with_its_span() {
         let text = "[defaults]\nttl = \"1h\"\ntll = \"2h\"\n";
-        let err = decode::<RawPolicy>(first_table(text)).unwrap_err();
+        let err = decode::<RawPolicy>(&first_table(text)).unwrap_err();
         assert!(
             err.message.starts_with("unknown key `tll`"),
             "{}",
@@ -189,7 +190,7 @@ mod tests {
     #[test]
     fn nested_unknown_key_names_its_parent() {
         let text = "[s]\nhttp = { url = \"https://x\", urll = 1 }\n";
-        let err = decode::<RawSource>(first_table(text)).unwrap_err();
+        let err = decode::<RawSource>(&first_table(text)).unwrap_err();
         assert!(
             err.message.starts_with("http: unknown key `urll`"),
             "{}",
@@ -200,7 +201,7 @@ mod tests {
     #[test]
     fn header_shape_errors_do_not_echo_the_value() {
         let text = "[s]\nhttp = { url = \"https://x\", headers = \"Bearer sk-LITERAL\" }\n";
-        let err = decode::<RawSource>(first_table(text)).unwrap_err();
+        let err = decode::<RawSource>(&first_table(text)).unwrap_err();
         assert!(
             err.message.starts_with("http.headers: expected a table"),
             "{}",
@@ -212,7 +213,7 @@ mod tests {
     #[test]
     fn a_non_table_is_refused() {
         let text = "defaults = 3\n";
-        let err = decode::<RawPolicy>(first_table(text)).unwrap_err();
+        let err = decode::<RawPolicy>(&first_table(text)).unwrap_err();
         assert_eq!(err.message, "expected a table, found integer");
     }
 }

@@ -31,7 +31,8 @@ pub(crate) fn stopping() {
 
 /// The one-line status shown by `systemctl status`.
 pub(crate) fn status_line(stats: &Stats) -> String {
-    let snap = stats.snapshot();
+    // The summary, not a snapshot: that copies every source's counters.
+    let snap = stats.summary();
     let mut line = format!(
         "{}: {} sources with data",
         snap.status.as_str(),

@@ -27,6 +27,11 @@ use crate::stats::{Counter, Stats};
 /// How many events a slow watch client may fall behind by.
 const EVENT_BACKLOG: usize = 1024;
 
+/// Most sources looked at in one blocking call: looking at 100,000 in one
+/// call built one list of them all at once (tens of MiB that the blocking
+/// thread's malloc arena kept) and held a blocking thread for seconds.
+const LOOK_BATCH: usize = 512;
+
 /// Everything the daemon's tasks share.
 #[derive(Debug)]
 pub(crate) struct Daemon {
@@ -243,7 +248,19 @@ impl Daemon {
     /// Counts a refresh's outcome and publishes what changed.
     async fn settle(&self, sc: &SourceConfig, result: &Result<Refreshed>) {
         self.stats.count(&sc.id, Counter::of_refresh(result));
-        self.observe(&sc.id).await;
+        self.observe_refreshed(&sc.id).await;
+    }
+
+    /// [`Daemon::observe`] right after a refresh of the source ran or was
+    /// joined: what it committed has its sidecar, so there is nothing to
+    /// adopt (that costs a directory check and a lock per look); a payload
+    /// written elsewhere meanwhile is adopted when the watcher sees it.
+    async fn observe_refreshed(&self, id: &SourceId) {
+        let (layout, key) = (self.cache.layout().clone(), id.clone());
+        match blocking(move || Look::take(&layout, &key)).await {
+            Ok(look) => self.apply(id, look),
+            Err(e) => tracing::warn!("cannot look at {id}: {e}"),
+        }
     }
 
     /// Looks at a source's files again and publishes an event for each
@@ -253,15 +270,15 @@ impl Daemon {
         self.observe_many(vec![id.clone()]).await;
     }
 
-    /// [`Daemon::observe`] for many sources, in one blocking call.
+    /// [`Daemon::observe`] for many sources, a batch of [`LOOK_BATCH`]
+    /// per blocking call.
     pub async fn observe_many(&self, ids: Vec<SourceId>) {
-        if ids.is_empty() {
-            return;
-        }
-        for (id, look, _) in self.look_at(ids, HashSet::new()).await {
-            match look {
-                Ok(look) => self.apply(&id, look),
-                Err(e) => tracing::warn!("cannot look at {id}: {e}"),
+        for batch in ids.chunks(LOOK_BATCH) {
+            for (id, look, _) in self.look_at(batch.to_vec(), HashSet::new()).await {
+                match look {
+                    Ok(look) => self.apply(&id, look),
+                    Err(e) => tracing::warn!("cannot look at {id}: {e}"),
+                }
             }
         }
     }
@@ -316,34 +333,52 @@ impl Daemon {
     /// [`Daemon::observe`] for every configured source and every source on
     /// disk.
     pub async fn observe_all(&self) {
-        self.observe_many(self.all_ids().await.into_iter().collect())
-            .await;
+        let on_disk = self.on_disk().await;
+        self.observe_with(on_disk).await;
+    }
+
+    /// [`Daemon::observe`] for every configured source and each of
+    /// `on_disk` (the sources found on disk).
+    pub async fn observe_with(&self, on_disk: Vec<SourceId>) {
+        let ids = self.with_configured(on_disk);
+        self.observe_many(ids.into_iter().collect()).await;
     }
 
     /// Records what is on disk now without publishing anything, and holds
     /// the payloads of configured sources, so that the first `get` of each
     /// is answered from memory (at start).
     pub async fn prime(&self) {
-        let configured = self.config().sources.iter().map(|s| s.id.clone()).collect();
-        let ids = self.all_ids().await.into_iter().collect();
-        for (id, look, held) in self.look_at(ids, configured).await {
-            let Ok(look) = look else { continue };
-            self.view.record(&id, look);
-            if let Some(held) = held {
-                self.view.hold(&id, &Arc::new(held));
+        let configured: HashSet<SourceId> =
+            self.config().sources.iter().map(|s| s.id.clone()).collect();
+        let on_disk = self.on_disk().await;
+        let ids: Vec<SourceId> = self.with_configured(on_disk).into_iter().collect();
+        for batch in ids.chunks(LOOK_BATCH) {
+            let load = batch.iter().filter(|id| configured.contains(*id)).cloned();
+            for (id, look, held) in self.look_at(batch.to_vec(), load.collect()).await {
+                let Ok(look) = look else { continue };
+                self.view.record(&id, look);
+                if let Some(held) = held {
+                    self.view.hold(&id, &Arc::new(held));
+                }
             }
         }
         self.count_keys();
     }
 
-    async fn all_ids(&self) -> BTreeSet<SourceId> {
+    /// The sources with files on disk (none when the root cannot be read).
+    async fn on_disk(&self) -> Vec<SourceId> {
         let cache = self.cache.clone();
-        let mut ids: BTreeSet<SourceId> = blocking(move || cache.sources_on_disk())
+        blocking(move || cache.sources_on_disk())
             .await
             .unwrap_or_default()
-            .into_iter()
-            .collect();
-        ids.extend(self.config().sources.iter().map(|s| s.id.clone()));
+    }
+
+    /// Every configured source and each of `on_disk`, the configured ones
+    /// as the config holds them (one shared id each).
+    fn with_configured(&self, on_disk: Vec<SourceId>) -> BTreeSet<SourceId> {
+        let mut ids: BTreeSet<SourceId> =
+            self.config().sources.iter().map(|s| s.id.clone()).collect();
+        ids.extend(on_disk);
         ids
     }
 

@@ -335,6 +335,29 @@ mod tests {
             .expect("the scheduler stops on shutdown");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prime_looks_at_every_source_past_one_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n = 1100;
+        let d = daemon(dir.path(), config(dir.path(), n));
+        // The last sources have a payload on disk: they are counted.
+        let layout = d.cache.layout().clone();
+        for sc in &d.config().sources[n - 3..] {
+            std::fs::create_dir_all(layout.payload(&sc.id).parent().expect("tier"))
+                .expect("tier dir");
+            std::fs::write(layout.payload(&sc.id), "[1]").expect("payload");
+        }
+        d.prime().await;
+        let config = d.config();
+        let unseen: Vec<_> = config
+            .sources
+            .iter()
+            .filter(|sc| d.view.record_of(&sc.id).is_none())
+            .collect();
+        assert!(unseen.is_empty(), "{} sources not looked at", unseen.len());
+        assert_eq!(d.view.keys_by_tier().get("t"), Some(&3));
+    }
+
     #[test]
     fn due_at_a_fraction_of_the_ttl_after_the_last_success() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
