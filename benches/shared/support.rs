@@ -170,7 +170,7 @@ impl Origin {
         Ok(Self { url, requests })
     }
 
-/// Requests served so far.
+    /// Requests served so far.
     pub fn served(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
