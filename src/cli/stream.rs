@@ -15,7 +15,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::ser::{self, SerializeMap, SerializeSeq, Serializer};
 
 use crate::client::{CallError, Client};
-use crate::protocol::{DaemonStatus, ErrorCode, Request, SourceStatus, WireError};
+use crate::protocol::{DaemonStatus, ErrorCode, Request, SharedStatus, SourceStatus, WireError};
 
 /// Asks the daemon for `status` and prints it to `out` as `status --json`
 /// would print it.
@@ -75,6 +75,7 @@ impl<'de, W: Write> Visitor<'de> for Answer<'_, W> {
                 "daemon" => head.daemon = map.next_value()?,
                 "offline" => head.offline = map.next_value()?,
                 "format" => head.format = map.next_value()?,
+                "shared" => head.shared = map.next_value()?,
                 "sources" => {
                     let print = Print {
                         head: &head,
@@ -102,6 +103,7 @@ struct Head {
     daemon: Option<DaemonStatus>,
     offline: bool,
     format: u32,
+    shared: Option<SharedStatus>,
 }
 
 /// Prints the whole body once `sources` begins: the head, then each source
@@ -140,10 +142,13 @@ impl<'de, W: Write> Visitor<'de> for Print<'_, W> {
 /// [`crate::protocol::StatusBody`], and a newline.
 fn print_body(out: &mut impl Write, head: &Head, sources: &impl Serialize) -> io::Result<()> {
     let mut ser = serde_json::Serializer::pretty(&mut *out);
-    let mut body = ser.serialize_map(Some(4))?;
+    let mut body = ser.serialize_map(None)?;
     body.serialize_entry("daemon", &head.daemon)?;
     body.serialize_entry("offline", &head.offline)?;
     body.serialize_entry("format", &head.format)?;
+    if let Some(shared) = &head.shared {
+        body.serialize_entry("shared", shared)?;
+    }
     body.serialize_entry("sources", sources)?;
     SerializeMap::end(body)?;
     writeln!(out)

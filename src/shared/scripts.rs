@@ -46,7 +46,9 @@ return {'busy', redis.call('PTTL', KEYS[1]), last_id}
 /// KEYS: data, lease, events, fail. ARGV: fence, holder, kind
 /// (`committed` or `not_modified`), fetched_at ms, payload, sha256, etag,
 /// last_modified, source, stream cap. Writes `data` only if `fence` is
-/// higher than the stored one (a `not_modified` keeps the stored payload
+/// higher than the stored one and its fetched_at is not older than the
+/// stored one (a seed keeps the stored fence, so on a wiped server the
+/// fetch time is what keeps a late commit out; a `not_modified` keeps the stored payload
 /// and moves fetched_at; it writes the given one only when none is stored,
 /// as on a wiped server), clears the shared backoff, appends the event and releases
 /// the lease if the holder still has it. Returns `{"committed", fence}` or
@@ -54,12 +56,13 @@ return {'busy', redis.call('PTTL', KEYS[1]), last_id}
 pub(super) static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(lua!(
         r"
-local stored = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+local held = redis.call('HMGET', KEYS[1], 'fence', 'fetched_at')
+local stored = tonumber(held[1] or '0')
 local fence = tonumber(ARGV[1])
 local function release()
   if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
 end
-if fence <= stored then
+if fence <= stored or tonumber(ARGV[4]) < tonumber(held[2] or '0') then
   release()
   return {'stale', stored}
 end
@@ -133,8 +136,10 @@ return {ARGV[1], 1}
 /// KEYS: data, fence, events. ARGV: fetched_at ms, payload, sha256, etag,
 /// last_modified, source, stream cap. Kept (`{"kept", stored fence}`) when
 /// the store already has a copy fetched at the same time or later, so
-/// nothing goes backwards; else written under a fresh fence (`INCR`, so a
-/// holder's older fence cannot overwrite it) and `{"seeded", fence}`.
+/// nothing goes backwards; else written under the stored fence (0 on an
+/// empty server: no `INCR`, so the commit of a holder that took its lease
+/// before the seed still wins; an older fetch cannot, see the commit) and
+/// `{"seeded", fence}`.
 pub(super) static SEED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -142,7 +147,7 @@ local stored = redis.call('HMGET', KEYS[1], 'fetched_at', 'fence')
 if stored[1] and tonumber(stored[1]) >= tonumber(ARGV[1]) then
   return {'kept', tonumber(stored[2] or '0')}
 end
-local fence = redis.call('INCR', KEYS[2])
+local fence = tonumber(stored[2] or '0')
 redis.call('HSET', KEYS[1], 'fence', fence, 'fetched_at', ARGV[1], 'payload', ARGV[2],
   'sha256', ARGV[3], 'etag', ARGV[4], 'last_modified', ARGV[5])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*',

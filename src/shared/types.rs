@@ -70,7 +70,8 @@ pub struct Commit<'a> {
 pub enum Committed {
     /// Written with this fence.
     Committed(u64),
-    /// Refused: the store already holds this newer (or equal) fence.
+    /// Refused: the store already holds this newer (or equal) fence, or a
+    /// copy fetched later.
     Stale(u64),
 }
 

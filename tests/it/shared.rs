@@ -383,13 +383,27 @@ async fn a_wiped_server_is_reseeded_from_a_local_copy_and_nothing_goes_backwards
         (copy.payload.as_slice(), copy.fence),
         (&b"newer"[..], fence)
     );
-    // A holder that leased before the seed cannot overwrite it: the seed
-    // took a fence of its own.
+    // On a wiped server a seed takes no fence: a holder that leased before
+    // it still commits a newer fetch, and one whose fetch is older than the
+    // seeded copy is refused.
     let server = server.restart_empty();
     let host = tier(&server);
     let lease = leased(&host, DEADLINE).await;
     let seeded = host.seed(&id(), &newer).await.unwrap().expect("seeded");
-    assert!(seeded > lease.fence);
+    assert!(seeded < lease.fence, "the seed took no fence");
     let late = host.commit(&lease, &older).await.unwrap();
-    assert_eq!(late, Committed::Stale(seeded));
+    assert_eq!(late, Committed::Stale(seeded), "an older fetch is refused");
+    let lease = leased(&host, DEADLINE).await;
+    let newest = Commit {
+        fetched_at_ms: 3_000,
+        ..fetched(b"newest")
+    };
+    let fresh = host.commit(&lease, &newest).await.unwrap();
+    assert_eq!(
+        fresh,
+        Committed::Committed(lease.fence),
+        "a newer fetch wins"
+    );
+    let copy = host.read_copy(&id()).await.unwrap().unwrap();
+    assert_eq!(copy.payload, b"newest");
 }

@@ -43,6 +43,7 @@ fn body(n: usize) -> StatusBody {
         }),
         offline: false,
         format: 2,
+        shared: None,
         sources,
     }
 }
@@ -67,6 +68,25 @@ fn a_streamed_status_prints_the_same_bytes_as_the_whole_body() {
             String::from_utf8(expected).unwrap()
         );
     }
+}
+
+#[test]
+fn a_streamed_status_keeps_the_shared_tiers_state() {
+    let mut with_tier = body(2);
+    with_tier.shared = Some(crate::protocol::SharedStatus {
+        url: "redis://127.0.0.1:6379/0".into(),
+        up: false,
+        epoch: Some("ab12".into()),
+        last_error: Some("connection refused".into()),
+        commands: 4,
+        seeded: 1,
+    });
+    let (line, expected) = sent_and_expected(&with_tier);
+    let mut out = Vec::new();
+    print_answer(line.as_slice(), &mut out).expect("printed");
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("\"shared\""), "{out}");
+    assert_eq!(out, String::from_utf8(expected).unwrap());
 }
 
 #[test]

@@ -118,7 +118,10 @@ fn fifty_gets_on_each_of_two_daemons_make_one_origin_request() {
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     // The copy keeps the origin's time: the ages agree across hosts.
     assert_eq!(mtime(&a), mtime(&b));
+    // The daemons seed the empty server at start (no fence taken), then
+    // one lease: fence 1.
     assert_eq!(shared_field(&redis, "fence"), "1");
+    assert_eq!(shared_field(&redis, "payload"), r#"{"models":["a","b"]}"#);
 }
 
 #[test]
