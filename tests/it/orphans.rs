@@ -58,6 +58,14 @@ fn running_refresher(d: &TestDaemon) -> (Pid, Pid) {
     });
     let leader = pid_in(&d.file("starts")).expect("leader pid");
     assert!(!is_dead(leader) && !is_dead(grandchild));
+    // The holder records the group in its marker as the leader starts;
+    // what the next claimant kills is what the marker names.
+    let marker = d.root.join("t/slow.refreshing");
+    eventually("the marker to name the refresher's group", || {
+        let text = std::fs::read_to_string(&marker).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v.get("pgid").filter(|p| p.is_number()).map(|_| ())
+    });
     (leader, grandchild)
 }
 
