@@ -109,10 +109,10 @@ async fn waiter(redis: &Redis, rounds: usize) -> Result<()> {
     let payload = json_of_len(1024);
     let (mut from_call, mut from_return) = (Vec::new(), Vec::new());
     for round in 0..=rounds {
-        let Take::Leased(lease) = a.take_lease(&id, HOLD).await? else {
+        let Take::Leased(lease) = a.take_lease(&id, HOLD, None).await? else {
             bail!("host A did not get the lease");
         };
-        let Take::Busy { remaining, after } = b.take_lease(&id, HOLD).await? else {
+        let Take::Busy { remaining, after } = b.take_lease(&id, HOLD, None).await? else {
             bail!("host B was not told the lease is busy");
         };
         let (b2, id2) = (Arc::clone(&b), id.clone());

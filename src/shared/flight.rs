@@ -98,12 +98,15 @@ where
     let until = Instant::now() + deadline;
     let hold = policy.refresh_deadline + LEASE_GRACE;
     loop {
-        let copy = tier.read_copy(source).await?;
-        if let Some(copy) = copy.clone().filter(|c| c.fetched_at_ms > newer_than_ms) {
-            return Ok(Flight::CopyDown(copy));
-        }
-        match tier.take_lease(source, hold).await? {
-            Take::Leased(lease) => return hold_flight(tier, policy, &lease, copy, refresh).await,
+        match tier.take_lease(source, hold, Some(newer_than_ms)).await? {
+            Take::Newer => {
+                let copy = tier.read_copy(source).await?;
+                if let Some(copy) = copy.filter(|c| c.fetched_at_ms > newer_than_ms) {
+                    return Ok(Flight::CopyDown(copy));
+                }
+                // Gone meanwhile (a wiped server): look again.
+            }
+            Take::Leased(lease) => return hold_flight(tier, policy, &lease, refresh).await,
             Take::Backoff { next_retry_at_ms } => return Ok(Flight::Backoff(next_retry_at_ms)),
             Take::Busy { remaining, after } => {
                 let left = until.saturating_duration_since(Instant::now());
@@ -124,24 +127,26 @@ async fn hold_flight<F, Fut>(
     tier: &SharedTier,
     policy: &Policy,
     lease: &Lease,
-    copy: Option<SharedCopy>,
     refresh: F,
 ) -> Result<Flight, SharedError>
 where
     F: FnOnce(SharedValidators) -> Fut,
     Fut: Future<Output = Result<Produced, Refused>>,
 {
-    let validators = copy
-        .as_ref()
-        .map_or_else(SharedValidators::default, |c| SharedValidators {
-            etag: c.etag.clone(),
-            last_modified: c.last_modified.clone(),
-        });
+    let validators = SharedValidators {
+        etag: lease.etag.clone(),
+        last_modified: lease.last_modified.clone(),
+    };
     let produced = match refresh(validators).await {
         Ok(produced) => produced,
         Err(refused) => return record(tier, policy, lease, refused).await,
     };
     let fetched_at_ms = now_ms();
+    // Only a 304 needs the shared payload: the one its validators name.
+    let copy = match produced {
+        Produced::NotModified => tier.read_copy(&lease.source).await?,
+        Produced::Fetched { .. } => None,
+    };
     let (mine, kind) = match (produced, copy) {
         (
             Produced::Fetched {

@@ -19,12 +19,20 @@ const EVENTS_CAP: u64 = 10_000;
 
 impl SharedTier {
     /// Takes the lease of `source` for `hold` (its refresh deadline plus a
-    /// grace), unless another host holds it or the shared backoff runs.
+    /// grace), unless the shared copy was fetched after `newer_than_ms`
+    /// (when given: then it is to be copied down instead), another host
+    /// holds the lease, or the shared backoff runs. One script: the look at
+    /// the shared copy costs no round trip of its own.
     ///
     /// # Errors
     ///
     /// [`SharedError`] when the server cannot be reached or answers oddly.
-    pub async fn take_lease(&self, source: &SourceId, hold: Duration) -> Result<Take, SharedError> {
+    pub async fn take_lease(
+        &self,
+        source: &SourceId,
+        hold: Duration,
+        newer_than_ms: Option<i64>,
+    ) -> Result<Take, SharedError> {
         const OP: &str = "take lease";
         let (k, holder) = (&self.keys, holder());
         let started = Instant::now();
@@ -33,17 +41,23 @@ impl SharedTier {
             .key(k.fence(source))
             .key(k.fail(source))
             .key(k.events())
+            .key(k.data(source))
             .arg(&holder)
-            .arg(millis(hold).max(1));
+            .arg(millis(hold).max(1))
+            .arg(newer_than_ms.map(|ms| ms.to_string()).unwrap_or_default());
         let reply = self.invoke(OP, &inv).await?;
         let (tag, n) = tagged(&reply, 1);
         let items = array(&reply);
+        let field = |i: usize| items.get(i).and_then(text).filter(|s| !s.is_empty());
         match (tag.as_deref(), n) {
+            (Some("newer"), Some(_)) => Ok(Take::Newer),
             (Some("leased"), Some(fence)) => Ok(Take::Leased(Lease {
                 source: source.clone(),
                 fence: unsigned(fence),
                 holder,
                 expires: started + hold,
+                etag: field(2),
+                last_modified: field(3),
             })),
             (Some("busy"), Some(pttl)) => Ok(Take::Busy {
                 remaining: Duration::from_millis(unsigned(pttl)),

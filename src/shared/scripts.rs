@@ -19,19 +19,32 @@ macro_rules! lua {
 
 /// Take the lease.
 ///
-/// KEYS: lease, fence, fail, events. ARGV: holder, lease ms.
-/// Returns `{"backoff", next_retry_at_ms}` while the shared backoff runs,
-/// `{"leased", fence}` when taken, or `{"busy", lease pttl ms, last event
-/// id}` when another holder has it (the id to wait for events after).
+/// KEYS: lease, fence, fail, events, data. ARGV: holder, lease ms, the
+/// fetch time (ms) a shared copy must beat to be copied down instead (empty
+/// for none). Returns `{"newer", fetched_at}` when the shared copy is
+/// newer than that (no lease taken: copy it down), `{"backoff",
+/// next_retry_at_ms}` while the shared backoff runs, `{"leased", fence,
+/// etag, last_modified}` when taken (the shared copy's validators, empty
+/// when none, for the refresher to send), or `{"busy", lease pttl ms, last
+/// event id}` when another holder has it (the id to wait for events
+/// after).
 pub(super) static TAKE_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(lua!(
         r"
+if ARGV[3] ~= '' then
+  local fetched = tonumber(redis.call('HGET', KEYS[5], 'fetched_at') or '0')
+  if fetched > tonumber(ARGV[3]) then
+    return {'newer', fetched}
+  end
+end
 local next_retry = tonumber(redis.call('HGET', KEYS[3], 'next_retry_at') or '0')
 if next_retry > now then
   return {'backoff', next_retry}
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {'leased', redis.call('INCR', KEYS[2])}
+  local fence = redis.call('INCR', KEYS[2])
+  local v = redis.call('HMGET', KEYS[5], 'etag', 'last_modified')
+  return {'leased', fence, v[1] or '', v[2] or ''}
 end
 local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
 local last_id = '0-0'

@@ -7,6 +7,9 @@ use crate::source::SourceId;
 /// What [`SharedTier::take_lease`] got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Take {
+    /// The shared copy was fetched after the time given: copy it down
+    /// ([`SharedTier::read_copy`]); no lease was taken.
+    Newer,
     /// This host holds the lease.
     Leased(Lease),
     /// Another host holds it for `remaining` more; wait for events after
@@ -35,6 +38,10 @@ pub struct Lease {
     pub holder: String,
     /// When the lease runs out, by this host's clock.
     pub expires: Instant,
+    /// The shared copy's `ETag` when the lease was taken.
+    pub etag: Option<String>,
+    /// The shared copy's `Last-Modified` when the lease was taken.
+    pub last_modified: Option<String>,
 }
 
 /// What a refresh produced, for [`SharedTier::commit`].

@@ -45,7 +45,7 @@ fn fetched(payload: &[u8]) -> Commit<'_> {
 }
 
 async fn leased(tier: &SharedTier, hold: Duration) -> Lease {
-    match tier.take_lease(&id(), hold).await.unwrap() {
+    match tier.take_lease(&id(), hold, None).await.unwrap() {
         Take::Leased(lease) => lease,
         other => panic!("expected the lease, got {other:?}"),
     }
@@ -57,12 +57,13 @@ async fn take_over(tier: &SharedTier, hold: Duration) -> Lease {
     let start = Instant::now();
     loop {
         assert!(start.elapsed() < DEADLINE, "lease never freed");
-        match tier.take_lease(&id(), hold).await.unwrap() {
+        match tier.take_lease(&id(), hold, None).await.unwrap() {
             Take::Leased(lease) => return lease,
             Take::Busy { remaining, after } => {
                 tier.wait_for(&id(), &after, remaining).await.unwrap();
             }
             Take::Backoff { .. } => panic!("no backoff was recorded"),
+            Take::Newer => panic!("no bound was given"),
         }
     }
 }
@@ -76,7 +77,7 @@ async fn exactly_one_of_50_concurrent_lease_tries_on_two_hosts_wins() {
     let tries: Vec<_> = (0..50)
         .map(|i| {
             let host = Arc::clone(&hosts[i % 2]);
-            tokio::spawn(async move { host.take_lease(&id(), DEADLINE).await.unwrap() })
+            tokio::spawn(async move { host.take_lease(&id(), DEADLINE, None).await.unwrap() })
         })
         .collect();
     let mut won = Vec::new();
@@ -85,6 +86,7 @@ async fn exactly_one_of_50_concurrent_lease_tries_on_two_hosts_wins() {
             Take::Leased(lease) => won.push(lease.fence),
             Take::Busy { remaining, .. } => assert!(remaining > Duration::ZERO),
             Take::Backoff { .. } => panic!("no backoff was recorded"),
+            Take::Newer => panic!("no bound was given"),
         }
     }
     assert_eq!(won, vec![1], "exactly one lease, with the first fence");
@@ -119,7 +121,7 @@ async fn a_late_commit_with_an_older_fence_is_refused() {
     };
     assert_eq!(a.record_failure(&paused, &failure).await.unwrap(), None);
     assert!(matches!(
-        a.take_lease(&id(), DEADLINE).await.unwrap(),
+        a.take_lease(&id(), DEADLINE, None).await.unwrap(),
         Take::Leased(_)
     ));
 }
@@ -138,7 +140,7 @@ async fn an_expired_lease_is_taken_over_by_exactly_one_waiter() {
             tokio::spawn(async move {
                 let start = Instant::now();
                 while start.elapsed() < DEADLINE {
-                    match host.take_lease(&id(), DEADLINE).await.unwrap() {
+                    match host.take_lease(&id(), DEADLINE, None).await.unwrap() {
                         Take::Leased(lease) => return Some(lease.fence),
                         // Someone took it over with a long lease.
                         Take::Busy { remaining, .. } if remaining > Duration::from_secs(2) => {
@@ -148,6 +150,7 @@ async fn an_expired_lease_is_taken_over_by_exactly_one_waiter() {
                             host.wait_for(&id(), &after, remaining).await.unwrap();
                         }
                         Take::Backoff { .. } => panic!("no backoff was recorded"),
+                        Take::Newer => panic!("no bound was given"),
                     }
                 }
                 panic!("no waiter got the lease");
@@ -176,7 +179,7 @@ async fn a_shared_backoff_refuses_leases_until_next_retry_at() {
     };
     let recorded = Instant::now();
     let next = a.record_failure(&lease, &failure).await.unwrap().unwrap();
-    let refused = b.take_lease(&id(), DEADLINE).await.unwrap();
+    let refused = b.take_lease(&id(), DEADLINE, None).await.unwrap();
     assert_eq!(
         refused,
         Take::Backoff {
@@ -186,10 +189,11 @@ async fn a_shared_backoff_refuses_leases_until_next_retry_at() {
     let start = Instant::now();
     let taken = loop {
         assert!(start.elapsed() < DEADLINE, "backoff never ended");
-        match b.take_lease(&id(), DEADLINE).await.unwrap() {
+        match b.take_lease(&id(), DEADLINE, None).await.unwrap() {
             Take::Leased(lease) => break lease,
             Take::Backoff { next_retry_at_ms } => assert_eq!(next_retry_at_ms, next),
             Take::Busy { .. } => panic!("the failed holder's lease was released"),
+            Take::Newer => panic!("no bound was given"),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
@@ -199,7 +203,7 @@ async fn a_shared_backoff_refuses_leases_until_next_retry_at() {
     // A commit clears the backoff for the next round.
     b.commit(&taken, &fetched(b"ok")).await.unwrap();
     assert!(matches!(
-        a.take_lease(&id(), DEADLINE).await.unwrap(),
+        a.take_lease(&id(), DEADLINE, None).await.unwrap(),
         Take::Leased(_)
     ));
 }
@@ -252,7 +256,7 @@ async fn a_waiter_sees_the_other_hosts_commit_on_the_events_stream() {
     };
     let (a, b) = (tier(&server), tier(&server));
     let lease = leased(&a, DEADLINE).await;
-    let Take::Busy { remaining, after } = b.take_lease(&id(), DEADLINE).await.unwrap() else {
+    let Take::Busy { remaining, after } = b.take_lease(&id(), DEADLINE, None).await.unwrap() else {
         panic!("the lease is held");
     };
     let waiter = {
@@ -321,7 +325,7 @@ async fn a_down_server_fails_fast_and_names_itself_without_the_password() {
     drop(server);
     let host = SharedTier::new(SharedSettings::new(&url)).unwrap();
     let started = Instant::now();
-    let err = host.take_lease(&id(), DEADLINE).await.unwrap_err();
+    let err = host.take_lease(&id(), DEADLINE, None).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(3));
     let shown = err.to_string();
     assert!(shown.contains("take lease"), "{shown}");
@@ -331,7 +335,7 @@ async fn a_down_server_fails_fast_and_names_itself_without_the_password() {
     );
     assert!(!shown.contains("pw-SECRET"), "{shown}");
     // The reconnect backoff answers at once, without a connection attempt.
-    let again = host.take_lease(&id(), DEADLINE).await.unwrap_err();
+    let again = host.take_lease(&id(), DEADLINE, None).await.unwrap_err();
     assert!(again.to_string().contains("is down"), "{again}");
     assert!(!host.status().up);
 }
@@ -406,4 +410,37 @@ async fn a_wiped_server_is_reseeded_from_a_local_copy_and_nothing_goes_backwards
     );
     let copy = host.read_copy(&id()).await.unwrap().unwrap();
     assert_eq!(copy.payload, b"newest");
+}
+
+#[tokio::test]
+async fn a_lease_is_not_taken_when_the_shared_copy_is_newer_and_carries_its_validators() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let host = tier(&server);
+    let lease = leased(&host, DEADLINE).await;
+    assert_eq!(
+        (lease.etag.as_deref(), lease.last_modified.as_deref()),
+        (None, None)
+    );
+    let copy = Commit {
+        etag: Some("\"v1\""),
+        last_modified: Some("Tue, 01 Dec 2026 00:00:00 GMT"),
+        ..fetched(b"[1]")
+    };
+    host.commit(&lease, &copy).await.unwrap();
+    // Fetched after the bound: copy it down, no lease.
+    let bound = Some(copy.fetched_at_ms - 1);
+    let take = host.take_lease(&id(), DEADLINE, bound).await.unwrap();
+    assert!(matches!(take, Take::Newer), "{take:?}");
+    // Not after the bound: the lease, with the copy's validators to send.
+    let bound = Some(copy.fetched_at_ms);
+    let Take::Leased(lease) = host.take_lease(&id(), DEADLINE, bound).await.unwrap() else {
+        panic!("the lease was free");
+    };
+    assert_eq!(lease.etag.as_deref(), Some("\"v1\""));
+    assert_eq!(
+        lease.last_modified.as_deref(),
+        Some("Tue, 01 Dec 2026 00:00:00 GMT")
+    );
 }
