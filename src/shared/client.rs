@@ -263,6 +263,16 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_ca_file_fails_the_handle_naming_the_file() {
+        let mut settings = SharedSettings::new("rediss://u:pw-secret@127.0.0.1:1/0");
+        settings.ca_file = Some("/nonexistent/redis-ca.pem".into());
+        let err = SharedTier::new(settings).unwrap_err().to_string();
+        assert!(err.contains("read ca_file"), "{err}");
+        assert!(err.contains("/nonexistent/redis-ca.pem"), "{err}");
+        assert!(!err.contains("pw-secret"), "{err}");
+    }
+
+    #[test]
     fn nothing_connects_until_asked() {
         // A port nothing listens on: creating the handle must not fail.
         let tier = SharedTier::new(SharedSettings::new("redis://127.0.0.1:1/0")).unwrap();
