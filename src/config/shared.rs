@@ -4,9 +4,15 @@
 //! Without `[shared]` the config has no shared tier and nothing connects.
 //! The URL's password usually comes from `${VAR}`; the expanded URL is kept
 //! out of `Debug` and every message, which show [`SharedSettings::redacted_url`].
+//! A `rediss://` URL connects with TLS, trusting the bundled web roots or,
+//! with `ca_file`, only the CA certificates in that PEM file.
 
 use std::fmt;
+use std::fs::File;
+use std::io::Read;
 use std::ops::Range;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -26,13 +32,18 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What stands in for the password wherever the URL is shown.
 const REDACTED: &str = "<redacted>";
+/// Largest `ca_file` read: a bundle of CA certificates is far smaller.
+const MAX_CA_FILE: u64 = 1 << 20;
+/// What every PEM certificate starts with.
+const PEM_CERTIFICATE: &[u8] = b"-----BEGIN CERTIFICATE-----";
 
 pub use crate::source::OnDown;
 
 /// `[shared]`: the Redis server the hosts share.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SharedSettings {
-    /// `redis://` URL with `${VAR}` expanded (may hold a password).
+    /// `redis://` or `rediss://` URL with `${VAR}` expanded (may hold a
+    /// password).
     url: String,
     /// Values expanded into the URL, redacted wherever it is shown.
     url_secrets: Vec<String>,
@@ -44,6 +55,9 @@ pub struct SharedSettings {
     pub connect_timeout: Duration,
     /// Longest wait for the answer to one command.
     pub command_timeout: Duration,
+    /// PEM file of the CA certificates a `rediss://` server's certificate
+    /// must chain to (instead of the bundled web roots); `None` for those.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl SharedSettings {
@@ -56,6 +70,7 @@ impl SharedSettings {
             on_down: OnDown::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            ca_file: None,
         }
     }
 
@@ -69,6 +84,16 @@ impl SharedSettings {
     pub fn redacted_url(&self) -> String {
         redact(&self.url, &self.url_secrets)
     }
+
+    /// The PEM bytes of `ca_file`, or `None` without one.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the file and the cause when it cannot be read, is
+    /// not a regular file, is over 1 MiB or holds no PEM certificate.
+    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, String> {
+        self.ca_file.as_deref().map(read_ca_file).transpose()
+    }
 }
 
 impl fmt::Debug for SharedSettings {
@@ -79,6 +104,7 @@ impl fmt::Debug for SharedSettings {
             .field("on_down", &self.on_down)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -107,6 +133,42 @@ fn redact(url: &str, secrets: &[String]) -> String {
     shown
 }
 
+/// The PEM bytes of a `ca_file`: a regular file (opened without blocking,
+/// so a FIFO is refused rather than waited on) of at most 1 MiB holding at
+/// least one certificate.
+///
+/// # Errors
+///
+/// A message naming `path` and the cause.
+fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
+    let shown = path.display();
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown}: not a regular file"));
+    }
+    if meta.len() > MAX_CA_FILE {
+        return Err(format!("{shown}: larger than 1 MiB"));
+    }
+    let mut pem = Vec::new();
+    file.take(MAX_CA_FILE)
+        .read_to_end(&mut pem)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if !pem
+        .windows(PEM_CERTIFICATE.len())
+        .any(|w| w == PEM_CERTIFICATE)
+    {
+        return Err(format!(
+            "{shown}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it"
+        ));
+    }
+    Ok(pem)
+}
+
 /// `[shared]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,6 +178,7 @@ pub(super) struct RawShared {
     pub on_down: Field,
     pub connect_timeout: Field,
     pub command_timeout: Field,
+    pub ca_file: Field,
 }
 
 impl Checker<'_> {
@@ -132,6 +195,7 @@ impl Checker<'_> {
         let on_down = self.on_down(SCOPE, &raw.on_down);
         let connect = self.duration(SCOPE, "connect_timeout", &raw.connect_timeout);
         let command = self.duration(SCOPE, "command_timeout", &raw.command_timeout);
+        let ca_file = self.ca_file(raw, url.as_ref().ok().and_then(Option::as_ref));
         let Some((url, url_secrets)) = url? else {
             return Ok(None);
         };
@@ -142,7 +206,32 @@ impl Checker<'_> {
             on_down: on_down?.unwrap_or_default(),
             connect_timeout: connect?.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             command_timeout: command?.unwrap_or(DEFAULT_COMMAND_TIMEOUT),
+            ca_file: ca_file?,
         }))
+    }
+
+    /// `ca_file`, resolved against the config's directory: readable PEM,
+    /// and only with a `rediss://` URL (`url` when it checked out).
+    fn ca_file(
+        &mut self,
+        raw: &RawShared,
+        url: Option<&(String, Vec<String>)>,
+    ) -> Result<Option<PathBuf>, ()> {
+        const SCOPE: &str = "[shared]";
+        let Some(field) = &raw.ca_file else {
+            return Ok(None);
+        };
+        let path = self.path(SCOPE, "ca_file", field)?;
+        if let Some((url, _)) = url
+            && !url.starts_with("rediss://")
+        {
+            let msg = "ca_file: only used with TLS; the url must start with rediss://";
+            return self.bad(field, SCOPE, msg.into());
+        }
+        match read_ca_file(&path) {
+            Ok(_) => Ok(Some(path)),
+            Err(why) => self.bad(field, SCOPE, format!("ca_file {why}")),
+        }
     }
 
     /// A source's (or `[shared]`'s) `on_down`.
@@ -198,7 +287,10 @@ impl Checker<'_> {
             return Err(());
         };
         let Value::String(written) = field.get_ref() else {
-            let msg = format!("url {}: expected a redis:// URL", field.get_ref());
+            let msg = format!(
+                "url {}: expected a redis:// or rediss:// URL",
+                field.get_ref()
+            );
             return self.bad(field, SCOPE, msg);
         };
         let (url, secrets) = match expand_with_values(written, self.env) {
@@ -206,18 +298,18 @@ impl Checker<'_> {
             Err(e) => return self.shared_url_unexpanded(field, written, &e),
         };
         let shown = redact(&url, &secrets);
-        if url.starts_with("rediss://") {
-            let msg = format!(
-                "url {shown:?}: rediss:// (TLS) is not supported yet; use redis:// over a trusted network or a TLS tunnel"
-            );
+        let host = url
+            .strip_prefix("redis://")
+            .or_else(|| url.strip_prefix("rediss://"));
+        if host.is_none_or(str::is_empty) {
+            let msg = format!("url {shown:?}: expected a redis:// or rediss:// URL");
             return self.bad(field, SCOPE, msg);
         }
-        if !url.starts_with("redis://") || url.len() == "redis://".len() {
-            return self.bad(
-                field,
-                SCOPE,
-                format!("url {shown:?}: expected a redis:// URL"),
+        if url.contains('#') {
+            let msg = format!(
+                "url {shown:?}: a #fragment (such as #insecure) is not accepted; certificates are always verified (name a private CA with ca_file)"
             );
+            return self.bad(field, SCOPE, msg);
         }
         if url.contains(|c: char| c.is_whitespace() || c.is_control()) {
             let msg = "url: contains a space or control character after expansion";

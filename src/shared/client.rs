@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError};
+use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, TlsCertificates};
 
 use super::error::SharedError;
 use super::keys::Keys;
@@ -69,14 +69,17 @@ impl std::fmt::Debug for SharedTier {
 }
 
 impl SharedTier {
-    /// A handle for `settings`; does not connect.
+    /// A handle for `settings`; does not connect. A `ca_file` is read
+    /// here: its certificates are the only roots a `rediss://` server's
+    /// certificate may chain to.
     ///
     /// # Errors
     ///
-    /// [`SharedError::Redis`] when the URL does not parse.
+    /// [`SharedError::Redis`] when the URL does not parse, or the
+    /// `ca_file` cannot be read or holds no certificate.
     pub fn new(settings: SharedSettings) -> Result<Self, SharedError> {
-        let client = Client::open(settings.url()).map_err(|source| SharedError::Redis {
-            op: "parse url",
+        let client = client(&settings).map_err(|(op, source)| SharedError::Redis {
+            op,
             url: settings.redacted_url(),
             source,
         })?;
@@ -217,6 +220,23 @@ impl SharedTier {
     }
 }
 
+/// The client for `settings`: TLS with the `ca_file`'s roots when one is
+/// set, else whatever the URL's scheme says.
+fn client(settings: &SharedSettings) -> Result<Client, (&'static str, RedisError)> {
+    let pem = settings.ca_pem().map_err(|why| {
+        let e = RedisError::from((ErrorKind::InvalidClientConfig, "unusable ca_file", why));
+        ("read ca_file", e)
+    })?;
+    let Some(pem) = pem else {
+        return Client::open(settings.url()).map_err(|e| ("parse url", e));
+    };
+    let certs = TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    Client::build_with_tls(settings.url(), certs).map_err(|e| ("parse url", e))
+}
+
 /// The delay before reconnect attempt `failures` (1-based): exponential
 /// from [`RECONNECT_BASE`], capped, with up to 25 % jitter off.
 fn reconnect_delay(failures: u32) -> Duration {
@@ -240,6 +260,16 @@ mod tests {
         assert!(reconnect_delay(4) >= Duration::from_millis(600));
         assert!(reconnect_delay(40) <= RECONNECT_CAP);
         assert!(reconnect_delay(40) >= RECONNECT_CAP.mul_f64(0.75));
+    }
+
+    #[test]
+    fn a_missing_ca_file_fails_the_handle_naming_the_file() {
+        let mut settings = SharedSettings::new("rediss://u:pw-secret@127.0.0.1:1/0");
+        settings.ca_file = Some("/nonexistent/redis-ca.pem".into());
+        let err = SharedTier::new(settings).unwrap_err().to_string();
+        assert!(err.contains("read ca_file"), "{err}");
+        assert!(err.contains("/nonexistent/redis-ca.pem"), "{err}");
+        assert!(!err.contains("pw-secret"), "{err}");
     }
 
     #[test]

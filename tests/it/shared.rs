@@ -16,6 +16,7 @@ use crate::helpers::redis::RedisServer;
 mod flight;
 mod hosts;
 mod outage;
+mod tls;
 
 /// Longest any test waits for something to happen.
 const DEADLINE: Duration = Duration::from_secs(10);

@@ -73,7 +73,10 @@ fn bad_shared_values_are_reported_with_their_lines() {
     let all = problems(text);
     assert_eq!(all.len(), 4, "{all:?}");
     assert_eq!(all[0].0, 2);
-    assert!(all[0].1.contains("expected a redis:// URL"), "{all:?}");
+    assert!(
+        all[0].1.contains("expected a redis:// or rediss:// URL"),
+        "{all:?}"
+    );
     assert_eq!(all[1].0, 3);
     assert!(all[1].1.starts_with("[shared]: namespace"), "{all:?}");
     assert_eq!(all[2].0, 4);
@@ -95,14 +98,89 @@ fn shared_needs_a_url_and_knows_its_keys() {
     assert!(msg.contains("unknown key `urll`"), "{msg}");
 }
 
+/// A throwaway PEM file in a temp dir (the dir lives as long as the guard).
+fn ca_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
 #[test]
-fn tls_urls_are_refused_clearly_without_the_password() {
-    let (line, msg) = problem("[shared]\nurl = \"rediss://u:${API_KEY}@h:6380\"\n");
-    assert_eq!(line, 2);
+fn tls_urls_are_accepted_with_and_without_a_ca_file() {
+    let config = parse(&format!(
+        "[shared]\nurl = \"rediss://u:${{API_KEY}}@h:6380\"\n{SOURCE}"
+    ))
+    .unwrap();
+    let shared = config.shared.unwrap();
+    assert_eq!(shared.url(), "rediss://u:sk-SECRET@h:6380");
+    assert_eq!(shared.ca_file, None);
+    let (_dir, path) = ca_file(PEM);
+    let text = format!(
+        "[shared]\nurl = \"rediss://h:6380\"\nca_file = {:?}\n{SOURCE}",
+        path.display().to_string()
+    );
+    let shared = parse(&text).unwrap().shared.unwrap();
+    assert_eq!(shared.ca_file.as_deref(), Some(path.as_path()));
+    assert_eq!(shared.ca_pem().unwrap().unwrap(), PEM.as_bytes());
+}
+
+#[test]
+fn a_relative_ca_file_resolves_against_the_config_dir_and_must_be_readable() {
+    let (line, msg) = problem("[shared]\nurl = \"rediss://h\"\nca_file = \"tls/ca.pem\"\n");
+    assert_eq!(line, 3);
     assert!(
-        msg.contains("rediss:// (TLS) is not supported yet"),
+        msg.starts_with("[shared]: ca_file /cfg/tls/ca.pem: "),
         "{msg}"
     );
+    assert!(msg.contains("No such file"), "{msg}");
+}
+
+#[test]
+fn a_ca_file_without_a_certificate_is_refused() {
+    let (_dir, path) = ca_file("not a certificate\n");
+    let text = format!(
+        "[shared]\nurl = \"rediss://h\"\nca_file = {:?}\n",
+        path.display().to_string()
+    );
+    let (_, msg) = problem(&text);
+    assert!(msg.contains("no PEM certificate"), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+}
+
+#[test]
+fn a_fifo_ca_file_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.pem");
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let text = format!(
+        "[shared]\nurl = \"rediss://h\"\nca_file = {:?}\n",
+        path.display().to_string()
+    );
+    let (_, msg) = problem(&text);
+    assert!(msg.contains("not a regular file"), "{msg}");
+}
+
+#[test]
+fn a_ca_file_with_a_plain_redis_url_is_refused() {
+    let (_dir, path) = ca_file(PEM);
+    let text = format!(
+        "[shared]\nurl = \"redis://u:${{API_KEY}}@h\"\nca_file = {:?}\n",
+        path.display().to_string()
+    );
+    let (line, msg) = problem(&text);
+    assert_eq!(line, 3);
+    assert!(msg.contains("ca_file: only used with TLS"), "{msg}");
+    assert!(!msg.contains("sk-SECRET"), "{msg}");
+}
+
+#[test]
+fn turning_certificate_checks_off_is_refused_without_the_password() {
+    let (line, msg) = problem("[shared]\nurl = \"rediss://u:${API_KEY}@h:6380/#insecure\"\n");
+    assert_eq!(line, 2);
+    assert!(msg.contains("#insecure) is not accepted"), "{msg}");
     assert!(!msg.contains("sk-SECRET"), "{msg}");
 }
 

@@ -153,3 +153,82 @@ impl RedisServer {
         *self = Self::start_in(dir, self.port);
     }
 }
+
+/// The certificate files of a TLS-only server.
+pub struct TlsFiles<'a> {
+    /// PEM of the CA that signed `cert` (redis-server wants one).
+    pub ca: &'a std::path::Path,
+    /// PEM of the server's certificate.
+    pub cert: &'a std::path::Path,
+    /// PEM of its private key.
+    pub key: &'a std::path::Path,
+}
+
+impl RedisServer {
+    /// Starts a server that speaks TLS only (no plain port), or `None`
+    /// (skip) when `redis-server` is missing; panics like [`Self::start`].
+    /// Clients need not present a certificate. Reach it at
+    /// [`Self::tls_url`]; [`Self::url`] and [`Self::raw`] do not apply.
+    pub fn start_tls(files: &TlsFiles<'_>) -> Option<Self> {
+        if let Err(why) = Command::new("redis-server").arg("--version").output() {
+            skip_or_fail(&format!("redis-server not runnable ({why})"));
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let log = dir.path().join("redis.log");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--tls-auth-clients", "no"])
+            .arg("--tls-ca-cert-file")
+            .arg(files.ca)
+            .arg("--tls-cert-file")
+            .arg(files.cert)
+            .arg("--tls-key-file")
+            .arg(files.key)
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let mut server = Self { child, port, dir };
+        server.wait_listening(&log);
+        Some(server)
+    }
+
+    /// `rediss://127.0.0.1:<port>/0`.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Waits until the port accepts connections (a TLS server does not
+    /// answer a plain `PING`); panics with the server's log if it exits.
+    fn wait_listening(&mut self, log: &std::path::Path) {
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let said = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("redis-server with TLS exited ({status}); built without TLS?\n{said}");
+            }
+            assert!(
+                start.elapsed() < READY,
+                "redis-server did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Prints why a test that needs an outside program skips, or panics when
+/// `CI` is set (CI installs every such program: `.ci/install-test-tools`).
+pub fn skip_or_fail(why: &str) {
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("shared tier test cannot run: {why} (CI is set: failing, not skipping)");
+    }
+    eprintln!("skipping shared tier test: {why}; run .ci/install-test-tools");
+}
