@@ -104,7 +104,11 @@ where
                 if let Some(copy) = copy.filter(|c| c.fetched_at_ms > newer_than_ms) {
                     return Ok(Flight::CopyDown(copy));
                 }
-                // Gone meanwhile (a wiped server): look again.
+                // Gone meanwhile (a wiped server): look again, within the
+                // deadline.
+                if Instant::now() >= until {
+                    return Ok(Flight::TimedOut);
+                }
             }
             Take::Leased(lease) => return hold_flight(tier, policy, &lease, refresh).await,
             Take::Backoff { next_retry_at_ms } => return Ok(Flight::Backoff(next_retry_at_ms)),
