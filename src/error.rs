@@ -47,7 +47,8 @@ pub enum Error {
         joined: bool,
     },
 
-    /// Waiting for another process's refresh took longer than its deadline.
+    /// Waiting for another process's (or, through the shared tier, another
+    /// host's) refresh took longer than its deadline.
     #[error(
         "{id}: waited {} for the refresh held by {}; it did not finish",
         whole_millis(*.waited),
@@ -137,13 +138,41 @@ fn whole_millis(d: Duration) -> humantime::FormattedDuration {
     ))
 }
 
-/// The holder of a refresh, as an error names it.
+/// The holder of a refresh, as an error names it: a pid on this host, or
+/// (no marker here: a wait through the shared tier) another process or
+/// host.
 fn holder_name(pid: Option<u32>) -> String {
     match pid {
         Some(pid) => format!("pid {pid}"),
-        None => "another process".into(),
+        None => "another process or host".into(),
     }
 }
 
 /// `Result` with the library's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_without_a_pid_does_not_claim_the_holder_is_on_this_host() {
+        let id = SourceId::parse("discovery/models").expect("valid");
+        let waited = Duration::from_millis(1500);
+        let shown = Error::Timeout {
+            id: id.clone(),
+            waited,
+            holder: None,
+        };
+        assert_eq!(
+            shown.to_string(),
+            "discovery/models: waited 1s 500ms for the refresh held by another process or host; it did not finish"
+        );
+        let local = Error::Timeout {
+            id,
+            waited,
+            holder: Some(42),
+        };
+        assert!(local.to_string().contains("held by pid 42;"), "{local}");
+    }
+}
