@@ -333,18 +333,9 @@ pub fn leave_failure(
     error: &str,
     format1: Option<&SourceLock>,
 ) -> Result<bool> {
-    let dir = TierDir::open(&layout.tier_dir(id))?;
-    let names = Names::new(id.name())?;
-    let short = marker_lock(&dir, &names, format1)?;
-    let ours = match short.read_marker()? {
-        Some(seen) if seen.marker.token.as_deref() == Some(token) => {
-            short.write_marker(&seen.marker.failed(Timestamp::now(), error))?;
-            true
-        }
-        _ => false,
-    };
-    short.release()?;
-    Ok(ours)
+    rewrite_ours(layout, id, token, format1, |marker| {
+        marker.failed(Timestamp::now(), error)
+    })
 }
 
 /// Records the refresher's process group `pgid` in our marker (the one
@@ -362,16 +353,28 @@ pub fn record_group(
     pgid: i32,
     format1: Option<&SourceLock>,
 ) -> Result<bool> {
+    rewrite_ours(layout, id, token, format1, |marker| FizeauMarker {
+        pgid: Some(pgid),
+        ..marker
+    })
+}
+
+/// Under the short lock (or format 1's flock), replaces our marker (the one
+/// with `token`) by what `change` makes of it; a marker someone else wrote
+/// since is left alone. Returns whether it was ours.
+fn rewrite_ours(
+    layout: &Layout,
+    id: &SourceId,
+    token: &str,
+    format1: Option<&SourceLock>,
+    change: impl FnOnce(FizeauMarker) -> FizeauMarker,
+) -> Result<bool> {
     let dir = TierDir::open(&layout.tier_dir(id))?;
     let names = Names::new(id.name())?;
     let short = marker_lock(&dir, &names, format1)?;
     let ours = match short.read_marker()? {
         Some(seen) if seen.marker.token.as_deref() == Some(token) => {
-            let with_group = FizeauMarker {
-                pgid: Some(pgid),
-                ..seen.marker
-            };
-            short.write_marker(&with_group)?;
+            short.write_marker(&change(seen.marker))?;
             true
         }
         _ => false,
